@@ -1,0 +1,62 @@
+"""The Celery app the tests run real workers and monitors against.
+
+Its broker comes from ``REDIS_URL`` (set by the fixtures per test session).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from celery import Celery
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+app = Celery("automation", broker=REDIS_URL,
+             backend=os.environ.get("CELERY_RESULT_BACKEND", REDIS_URL))
+app.conf.update(
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    task_track_started=True,
+    result_extended=True,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    worker_prefetch_multiplier=1,
+    task_acks_late=False,
+)
+try:  # present once the task-management work lands; the tests run either way
+    from flower_ops import instrument
+except ImportError:  # pragma: no cover
+    instrument = None
+if instrument is not None:
+    instrument(app)
+
+
+@app.task(name="automation.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="automation.fail")
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@app.task(name="automation.sleep")
+def sleep(seconds: float, marker: str | None = None) -> float:
+    time.sleep(seconds)
+    if marker:
+        Path(marker).write_text("done")
+    return seconds
+
+
+@app.task(name="automation.echo")
+def echo(*args: object, **kwargs: object) -> dict[str, object]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@app.task(name="automation.flaky", bind=True, max_retries=2, default_retry_delay=0.2)
+def flaky(self, succeed_on: int = 2) -> int:  # type: ignore[no-untyped-def]
+    if self.request.retries + 1 < succeed_on:
+        raise self.retry(exc=RuntimeError(f"attempt {self.request.retries + 1} failed"))
+    return self.request.retries
