@@ -47,4 +47,7 @@ def decode_args(text: Any) -> tuple[Any, bool]:
         return text, False
     if isinstance(value, tuple):
         value = list(value)
-    return value, False
+    try:  # a truncated repr parses with Ellipsis in it, bytes and sets are not JSON
+        return loads(dumps(value)), False
+    except (TypeError, ValueError):
+        return text, False
