@@ -1,0 +1,97 @@
+"""``celery -A APP flower-ops [flower options]`` and the ``flower-ops`` script.
+
+The Celery command is Flower's own start-up, step for step (its options,
+``FLOWER_*`` variables, config file, logging, banner and signal handling come
+from ``flower.command`` itself), plus ``install()`` on the built app.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import sys
+
+import click
+from celery.bin.base import CeleryCommand
+from flower import command as flower_command
+from flower.app import Flower
+from tornado.options import options
+
+from .config import ConfigError, MonitorConfig
+from .plugin import install
+
+logger = logging.getLogger(__name__)
+
+
+def load_config_or_exit() -> MonitorConfig:
+    try:
+        return MonitorConfig.from_env()
+    except ConfigError as exc:
+        click.echo(f"flower-ops: invalid setting {exc}", err=True)
+        sys.exit(2)
+
+
+@click.command(cls=CeleryCommand, context_settings={"ignore_unknown_options": True})
+@click.argument("tornado_argv", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def flower_ops(ctx: click.Context, tornado_argv: tuple[str, ...]) -> None:
+    """Flower with the Flower Ops monitoring API, live feed and dashboard."""
+    config = load_config_or_exit()
+    flower_command.warn_about_celery_args_used_in_flower_command(ctx, tornado_argv)
+    flower_command.apply_env_options()
+    flower_command.apply_options(sys.argv[0], tornado_argv)
+    flower_command.extract_settings()
+    flower_command.setup_logging()
+
+    app = ctx.obj.app
+    flower_app = Flower(capp=app, options=options, **flower_command.settings)
+    ops = install(flower_app, config)
+
+    atexit.register(flower_app.stop)
+    atexit.register(ops.stop)
+    signal.signal(signal.SIGTERM, flower_command.sigterm_handler)
+
+    port = flower_app.start_http_server()
+    if not ctx.obj.quiet:
+        flower_command.print_banner(app, "ssl_options" in flower_command.settings, port)
+        prefix = f"/{options.url_prefix.strip('/')}" if options.url_prefix else ""
+        logger.info("Flower Ops API at %s/api/automation/monitoring, dashboard at %s/monitoring",
+                    prefix, prefix)
+    try:
+        flower_app.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Flower Ops: job monitoring and management for Celery.
+
+    The monitor itself runs as a Celery command: celery -A APP flower-ops.
+    """
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Run the embedded demo: Redis, PostgreSQL, workers, beat, sync worker, monitor."""
+    from .demo.runner import main as run_demo
+
+    sys.exit(run_demo(list(ctx.args)))
+
+
+@main.command()
+def migrate() -> None:
+    """Apply the PostgreSQL schema migrations to DATABASE_URL and exit."""
+    config = load_config_or_exit()
+    if not config.database_url:
+        click.echo("flower-ops: invalid setting DATABASE_URL: required for migrate", err=True)
+        sys.exit(2)
+    from .db.migrate import migrate as apply_migrations
+
+    applied = apply_migrations(config.database_url)
+    click.echo(f"schema up to date ({applied})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,69 @@
+"""``instrument(app)``: what runs inside the user's Celery app.
+
+One call turns on what the monitor needs:
+
+* task events, sent events and the STARTED state;
+* extended results, so the result backend also knows name, args and queue;
+* exact arguments: when a task message is built, the real args/kwargs are
+  encoded as JSON into ``argsrepr``/``kwargsrepr`` (see ``payload.py``).
+  Celery copies those into the message headers and into its ``task-sent`` and
+  ``task-received`` events, so every consumer of events sees exact values.
+  The cost is one JSON encoding per publish of data Celery serializes anyway;
+* a publish timestamp header, so the age of the oldest queued message can be
+  read from the broker.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import Celery
+from celery.app.amqp import AMQP
+
+from .payload import encode_exact
+
+PUBLISHED_AT_HEADER = "flower_ops_published_at"
+_INSTRUMENTED_ATTR = "_flower_ops_instrumented"
+
+
+class ExactArgsAMQP(AMQP):
+    """Celery's AMQP helper with exact argument reprs and a publish stamp."""
+
+    def as_task_v2(self, task_id: str, name: str, args: Any = None, kwargs: Any = None,
+                   *rest: Any, **options: Any) -> Any:
+        if options.get("argsrepr") is None and options.get("kwargsrepr") is None:
+            exact_args = encode_exact(list(args or ()))
+            exact_kwargs = encode_exact(dict(kwargs or {}))
+            if exact_args is not None and exact_kwargs is not None:
+                options["argsrepr"], options["kwargsrepr"] = exact_args, exact_kwargs
+        message = super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
+        message.headers[PUBLISHED_AT_HEADER] = time.time()
+        return message
+
+
+def instrument(app: Celery, *, exact_args: bool = True) -> Celery:
+    """Configure ``app`` for Flower Ops. Idempotent; returns the app."""
+    if getattr(app, _INSTRUMENTED_ATTR, False):
+        return app
+    app.conf.update(
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        result_extended=True,
+    )
+    if exact_args:
+        _use_exact_amqp(app)
+    setattr(app, _INSTRUMENTED_ATTR, True)
+    return app
+
+
+def _use_exact_amqp(app: Celery) -> None:
+    if "amqp" not in app.__dict__:
+        app.amqp_cls = ExactArgsAMQP  # instantiated lazily, like Celery's own
+        return
+    amqp = app.amqp
+    if isinstance(amqp, ExactArgsAMQP) or type(amqp) is not AMQP:
+        return  # a custom AMQP class is the user's; leave it alone
+    amqp.__class__ = ExactArgsAMQP
+    amqp.task_protocols[2] = amqp.as_task_v2
+    amqp.__dict__.pop("create_task_message", None)

@@ -1,0 +1,255 @@
+"""``install(flower_app)``: build our services once and register our routes."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Callable
+
+from tornado.ioloop import PeriodicCallback
+
+from . import openapi
+from .auth import Principal, TokenAuthority
+from .config import ConfigError, MonitorConfig
+from .handlers import api
+from .handlers.base import ApiNotFound
+from .handlers.token import TokenHandler
+from .services.queues import QueueService
+from .services.stats import StatsService, ThroughputTracker
+from .services.tasks import TaskQueryService
+from .services.workers import WorkerService
+from .sources.broker import queue_source_for
+from .sources.flower_state import TaskIndex, task_queue
+
+logger = logging.getLogger(__name__)
+
+API_BASE = "/api/automation/monitoring"
+INDEX_SYNC_MS = 100
+
+
+class FlowerOps:
+    """Everything the plugin adds to one Flower application."""
+
+    def __init__(self, flower_app: Any, config: MonitorConfig) -> None:
+        self.flower = flower_app
+        self.config = config
+        self.io_loop = flower_app.io_loop
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flower-ops")
+        self.authority = TokenAuthority(config.jwt)
+        state = flower_app.events.state
+        self.index = TaskIndex(state)
+        self.throughput = ThroughputTracker()
+        self.capabilities: dict[str, Any] = {"sent_events": False, "exact_args": False,
+                                             "instrumented_workers": False}
+        self.index.observers.extend([self.throughput.observe, self._observe_transition])
+        self.history = self._build_history()
+        self.workers = WorkerService(state=state, inspected=flower_app.inspector.workers)
+        capp = flower_app.capp
+        broker_url = _broker_url(capp)
+        self.queues = QueueService(
+            source=queue_source_for(broker_url, capp.conf.broker_transport_options or {}),
+            transport=broker_url.split("://", 1)[0],
+            queue_names=self._queue_names,
+            consumers=self.workers.consumers_by_queue,
+        )
+        self.tasks = TaskQueryService(index=self.index, history=self.history,
+                                      run_blocking=self.run_blocking)
+        self.alert_provider: Callable[[], list[dict[str, Any]]] = lambda: []
+        self.stats = StatsService(
+            index=self.index, throughput=self.throughput, workers=self.workers.counts,
+            queues=self._queue_totals, alerts=lambda: self.alert_provider(),
+            capabilities=self._capabilities)
+        self._timers: list[PeriodicCallback] = []
+        self._queue_refresh_running = False
+        # Routes and start/stop hooks that extensions (actions, live feed,
+        # dashboard, alerts) add before the routes are registered
+        self.extra_routes: list[tuple[str, Any]] = []
+        self.on_start: list[Callable[[], None]] = []
+        self.on_stop: list[Callable[[], None]] = []
+
+    # -- wiring ------------------------------------------------------------------
+
+    def _build_history(self) -> Any:
+        if not self.config.database_url:
+            return None
+        try:
+            from .sources.history import PgHistory
+        except ImportError:
+            logger.warning("DATABASE_URL is set but the history reader is not available")
+            return None
+        history = PgHistory(database_url=self.config.database_url,
+                            pool_max_size=self.config.db_pool_max_size)
+        return history
+
+    def routes(self) -> list[tuple[str, Any, dict[str, Any]]]:
+        kwargs = {"ops": self}
+        table: list[tuple[str, Any]] = [
+            (f"{API_BASE}/stats/?", api.StatsHandler),
+            (f"{API_BASE}/tasks/?", api.TasksHandler),
+            (f"{API_BASE}/tasks/([^/]+)/?", api.TaskHandler),
+            (f"{API_BASE}/workers/?", api.WorkersHandler),
+            (f"{API_BASE}/queues/?", api.QueuesHandler),
+            (f"{API_BASE}/token/?", TokenHandler),
+            (f"{API_BASE}/openapi.json", api.OpenApiHandler),
+        ]
+        table.extend(self.extra_routes)
+        table.append((f"{API_BASE}(?:/.*)?", ApiNotFound))
+        return [(self.prefixed(path), handler, kwargs) for path, handler in table]
+
+    def prefixed(self, path: str) -> str:
+        prefix = (self.flower.options.url_prefix or "").strip("/")
+        return f"/{prefix}{path}" if prefix else path
+
+    def start(self) -> None:
+        """Start the background timers; runs on the IOLoop thread."""
+        if self.history is not None:
+            self.io_loop.run_in_executor(self.executor, self._open_history)
+        timers = [
+            (self.index.sync, INDEX_SYNC_MS),
+            (self._refresh_queues, self.config.queue_refresh_seconds * 1000),
+            (self._refresh_workers, self.config.inspect_interval_seconds * 1000),
+        ]
+        for callback, interval_ms in timers:
+            timer = PeriodicCallback(callback, interval_ms, jitter=0.1)
+            timer.start()
+            self._timers.append(timer)
+        self._refresh_queues()
+        for hook in self.on_start:
+            hook()
+
+    def stop(self) -> None:
+        for hook in self.on_stop:
+            hook()
+        for timer in self._timers:
+            timer.stop()
+        self._timers.clear()
+        if self.history is not None:
+            self.history.close()
+        self.executor.shutdown(wait=False)
+
+    def _open_history(self) -> None:
+        try:
+            self.history.open()
+        except Exception:  # noqa: BLE001 - the API reports 503 until it works
+            logger.exception("could not open the PostgreSQL history (DATABASE_URL)")
+
+    # -- helpers used by services and handlers --------------------------------------
+
+    def run_blocking(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        return self.io_loop.run_in_executor(self.executor, partial(fn, *args))
+
+    async def verify_token(self, token: str) -> Principal:
+        if self.authority.blocking:
+            return await self.run_blocking(self.authority.verify, token)  # type: ignore[no-any-return]
+        return self.authority.verify(token)
+
+    def openapi_document(self) -> dict[str, Any]:
+        return openapi.document(self.prefixed(API_BASE))
+
+    def _observe_transition(self, uuid: str, old_state: str | None, task: Any) -> None:
+        caps = self.capabilities
+        if old_state is None:
+            if not caps["sent_events"] and getattr(task, "sent", None):
+                caps["sent_events"] = True
+            if not caps["exact_args"] and str(getattr(task, "args", "")).startswith("json:"):
+                caps["exact_args"] = True
+        if task.state == "RECEIVED" and old_state in (None, "PENDING"):
+            self.queues.note_dequeued(task_queue(task), getattr(task, "received", 0.0) or 0.0)
+
+    def _capabilities(self) -> dict[str, Any]:
+        caps = dict(self.capabilities)
+        missing = []
+        if not caps["sent_events"]:
+            missing.append("task-sent events (task_send_sent_event): PENDING tasks and queue "
+                           "names are unknown until a worker receives them")
+        if not caps["exact_args"]:
+            missing.append("exact arguments (flower_ops.instrument(app) in the publisher): "
+                           "args are Celery's truncated repr, retry needs the result backend")
+        caps["history"] = self.history is not None
+        caps["missing"] = missing
+        return caps
+
+    def _queue_names(self) -> set[str]:
+        capp = self.flower.capp
+        names = {capp.conf.task_default_queue or "celery"}
+        names.update(q.name for q in (capp.conf.task_queues or ()) if getattr(q, "name", None))
+        names.update(self.config.extra_queues)
+        names.update(self.workers.queue_names())
+        names.update(self.index.values("queue"))
+        return {n for n in names if n}
+
+    def _queue_totals(self) -> dict[str, Any]:
+        snapshot = self.queues.snapshot
+        if snapshot is None:
+            return {"messages": None, "unacked": None, "queues": 0}
+        return {"messages": sum(q.messages for q in snapshot.queues.values()),
+                "unacked": snapshot.unacked_total, "queues": len(snapshot.queues)}
+
+    def _refresh_queues(self) -> None:
+        if self.queues.source is None or self._queue_refresh_running:
+            return
+        self._queue_refresh_running = True
+        future = self.io_loop.run_in_executor(self.executor, self.queues.refresh)
+
+        def done(fut: "asyncio.Future[Any]") -> None:
+            self._queue_refresh_running = False
+            if not fut.cancelled() and fut.exception() is None:
+                self.queues.apply(fut.result())
+
+        future.add_done_callback(lambda fut: self.io_loop.add_callback(done, fut))
+
+    def _refresh_workers(self) -> None:
+        try:
+            self.flower.update_workers()
+        except Exception:  # noqa: BLE001 - next tick retries; the API serves the cache
+            logger.exception("worker inspect refresh failed")
+
+
+def _broker_url(capp: Any) -> str:
+    try:
+        with capp.connection() as conn:
+            return str(conn.as_uri(include_password=True))
+    except Exception:  # noqa: BLE001 - an unparsable URL is Flower's to report
+        return str(capp.conf.broker_url or "")
+
+
+def install(flower_app: Any, config: MonitorConfig | None = None) -> FlowerOps:
+    """Register Flower Ops into a built ``flower.app.Flower``; returns the plugin.
+
+    ``config`` defaults to ``MonitorConfig.from_env()``. Safe to call before or
+    after the IOLoop starts; timers begin once it runs.
+    """
+    existing = getattr(flower_app, "flower_ops", None)
+    if existing is not None:
+        return existing  # type: ignore[no-any-return]
+    if config is None:
+        config = MonitorConfig.from_env()
+    ops = FlowerOps(flower_app, config)
+    for module_name in EXTENSION_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.extend(ops)
+    flower_app.add_handlers(r".*$", ops.routes())
+    flower_app.flower_ops = ops
+    ops.io_loop.add_callback(ops.start)
+    return ops
+
+
+# Each capability beyond the read API lives in its own module with an
+# ``extend(ops)`` that adds routes, services and hooks; install() stays the
+# one entry point.
+EXTENSION_MODULES = (
+    "flower_ops.actions",
+    "flower_ops.live",
+    "flower_ops.dashboard",
+    "flower_ops.health",
+)
+
+
+__all__ = ["ConfigError", "FlowerOps", "install"]

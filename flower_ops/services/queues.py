@@ -1,0 +1,105 @@
+"""Queue health: depths from the broker, consumers and rates, refreshed in the
+background and served from the last snapshot (with its age)."""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any, Callable, Iterable
+
+from ..errors import Unavailable
+from ..sources.broker import BrokerSnapshot, RedisQueueSource
+
+logger = logging.getLogger(__name__)
+
+RATE_WINDOW_SECONDS = 60.0
+
+
+class QueueService:
+    def __init__(self, *, source: RedisQueueSource | None, transport: str,
+                 queue_names: Callable[[], Iterable[str]],
+                 consumers: Callable[[], dict[str, int]]) -> None:
+        self.source = source
+        self.transport = transport
+        self._queue_names = queue_names
+        self._consumers = consumers
+        self.snapshot: BrokerSnapshot | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        # (time, queue) of tasks leaving each queue, from events (see note_dequeued)
+        self._dequeued: deque[tuple[float, str]] = deque(maxlen=200_000)
+        self._depth_history: deque[tuple[float, dict[str, int]]] = deque(maxlen=120)
+
+    def note_dequeued(self, queue: str | None, at: float) -> None:
+        if queue:
+            self._dequeued.append((at, queue))
+
+    def refresh(self) -> BrokerSnapshot | None:
+        """Blocking: one round trip to the broker. Runs on an executor thread."""
+        if self.source is None:
+            return None
+        try:
+            snapshot = self.source.fetch(self._queue_names())
+        except Exception as exc:  # noqa: BLE001 - reported in the API, retried next tick
+            self.last_error, self.last_error_at = f"{type(exc).__name__}: {exc}", time.time()
+            logger.warning("queue refresh failed: %s", self.last_error)
+            return None
+        self.last_error = None
+        return snapshot
+
+    def apply(self, snapshot: BrokerSnapshot | None) -> None:
+        """Store a refresh result (IOLoop thread)."""
+        if snapshot is None:
+            return
+        self.snapshot = snapshot
+        self._depth_history.append(
+            (snapshot.taken_at, {n: q.messages for n, q in snapshot.queues.items()}))
+
+    def rates(self, name: str, now: float) -> tuple[float | None, float | None]:
+        """(rate_in, rate_out) in messages/s over the last minute.
+
+        Out is what workers took (task-received events); in is out plus the
+        change in depth over the same window, so it holds without sent events.
+        """
+        since = now - RATE_WINDOW_SECONDS
+        history = [h for h in self._depth_history if h[0] >= since]
+        if len(history) < 2:
+            return None, None
+        (t0, first), (t1, last) = history[0], history[-1]
+        span = max(t1 - t0, 1e-3)
+        taken = sum(1 for at, queue in self._dequeued if queue == name and t0 <= at <= t1)
+        rate_out = taken / span
+        growth = (last.get(name, 0) - first.get(name, 0)) / span
+        return max(0.0, rate_out + growth), rate_out
+
+    def list(self) -> dict[str, Any]:
+        now = time.time()
+        snapshot = self.snapshot
+        if self.source is None:
+            return {"queues": [], "broker": {"transport": self.transport, "supported": False,
+                                             "detail": "queue depths are read from Redis brokers"}}
+        if snapshot is None:
+            raise Unavailable("broker not reachable yet", {"error": self.last_error})
+        consumers = self._consumers()
+        queues = []
+        for name, depth in sorted(snapshot.queues.items()):
+            rate_in, rate_out = self.rates(name, now)
+            queues.append({
+                "name": name,
+                "messages": depth.messages,
+                "unacked": depth.unacked,
+                "consumers": consumers.get(name, 0),
+                "rate_in": rate_in,
+                "rate_out": rate_out,
+                "oldest_message_age_seconds": depth.oldest_message_age_seconds,
+                "by_priority": depth.by_priority,
+            })
+        return {
+            "queues": queues,
+            "broker": {
+                "transport": snapshot.transport, "supported": True, "source": snapshot.source,
+                "unacked_total": snapshot.unacked_total,
+                "refreshed_at": snapshot.taken_at, "age_seconds": round(now - snapshot.taken_at, 3),
+                "error": self.last_error,
+            },
+        }

@@ -1,0 +1,180 @@
+"""Task queries: listing and details, from Flower's memory or PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import InvalidQuery, NotConfigured, NotFound
+from ..models import TIMESTAMP_FIELDS, TaskPage, TaskQuery
+from ..payload import decode_args
+from ..sources.flower_state import TaskIndex, task_queue, task_worker
+
+if TYPE_CHECKING:
+    from ..sources.history import PgHistory
+
+MEMORY_CURSOR = "m"
+DB_CURSOR = "d"
+SEARCH_FIELDS = ("uuid", "name", "args", "kwargs", "result", "exception")
+
+
+def _decoded(value: Any) -> Any:
+    return decode_args(value)[0]
+
+
+def _history(task: Any) -> list[dict[str, Any]]:
+    """Transitions from the lifecycle timestamps Flower keeps (memory only)."""
+    names = {"sent": "PENDING", "received": "RECEIVED", "started": "STARTED",
+             "succeeded": "SUCCESS", "failed": "FAILURE", "retried": "RETRY",
+             "revoked": "REVOKED", "rejected": "REJECTED"}
+    steps = [{"state": state, "timestamp": getattr(task, field)}
+             for field, state in names.items() if getattr(task, field, None)]
+    steps.sort(key=lambda step: step["timestamp"])
+    return steps
+
+
+def task_summary(task: Any) -> dict[str, Any]:
+    args, args_exact = decode_args(getattr(task, "args", None))
+    kwargs, _ = decode_args(getattr(task, "kwargs", None))
+    summary = {
+        "id": task.uuid,
+        "name": task.name,
+        "state": task.state,
+        "worker": task_worker(task),
+        "queue": task_queue(task),
+        "args": args,
+        "kwargs": kwargs,
+        "args_exact": args_exact,
+        "result": _decoded(getattr(task, "result", None)),
+        "exception": getattr(task, "exception", None),
+        "retries": getattr(task, "retries", None),
+        "runtime": getattr(task, "runtime", None),
+        "timestamp": getattr(task, "timestamp", None),
+    }
+    for field in TIMESTAMP_FIELDS:
+        summary[field] = getattr(task, field, None)
+    return summary
+
+
+def task_detail(task: Any) -> dict[str, Any]:
+    detail = task_summary(task)
+    detail.update(
+        traceback=getattr(task, "traceback", None),
+        routing_key=getattr(task, "routing_key", None),
+        exchange=getattr(task, "exchange", None),
+        eta=getattr(task, "eta", None),
+        expires=getattr(task, "expires", None),
+        rejected=getattr(task, "rejected", None),
+        client=getattr(task, "client", None),
+        parent_id=getattr(task, "parent_id", None),
+        root_id=getattr(task, "root_id", None),
+        children=sorted(child.uuid for child in getattr(task, "children", ()) if child),
+        history=_history(task),
+        retry_of=None,
+        retried_as=None,
+        source="memory",
+    )
+    return detail
+
+
+def encode_cursor(source: str, raw: str | None) -> str | None:
+    return f"{source}{raw}" if raw is not None else None
+
+
+def split_cursor(cursor: str | None) -> tuple[str | None, str | None]:
+    if not cursor:
+        return None, None
+    kind, raw = cursor[0], cursor[1:]
+    if kind not in (MEMORY_CURSOR, DB_CURSOR) or not raw:
+        raise InvalidQuery("invalid cursor", {"cursor": cursor})
+    return kind, raw
+
+
+class TaskQueryService:
+    """Answers task listings and details.
+
+    Memory (Flower's event state) answers by default. PostgreSQL answers for
+    ``source=db``, for cursors it issued, and for details of tasks Flower no
+    longer holds; its details are merged into memory details (history,
+    retry links) when both know a task.
+    """
+
+    def __init__(self, *, index: TaskIndex, history: "PgHistory | None",
+                 run_blocking: Callable[..., "asyncio.Future[Any]"]) -> None:
+        self.index = index
+        self.history = history
+        self._run_blocking = run_blocking
+
+    @property
+    def tasks(self) -> Any:
+        return self.index.state.tasks.data
+
+    def list_memory(self, query: TaskQuery) -> TaskPage:
+        self.index.sync()
+        matches = self._search_predicate(query.search) if query.search else None
+        kind, raw = split_cursor(query.cursor)
+        if kind == DB_CURSOR:
+            raise InvalidQuery("this cursor belongs to source=db", {"cursor": query.cursor})
+        scoped = TaskQuery(**{**query.__dict__, "cursor": raw})
+        ids, total, next_raw = self.index.query(scoped, matches)
+        tasks = self.tasks
+        return TaskPage(tasks=[task_summary(tasks[uuid]) for uuid in ids], total=total,
+                        next=encode_cursor(MEMORY_CURSOR, next_raw), source="memory")
+
+    async def list(self, query: TaskQuery) -> TaskPage:
+        kind, raw = split_cursor(query.cursor)
+        use_db = query.source == "db" or kind == DB_CURSOR
+        if not use_db:
+            return self.list_memory(query)
+        history = self._require_history()
+        scoped = TaskQuery(**{**query.__dict__, "cursor": raw})
+        page: TaskPage = await self._run_blocking(history.list_tasks, scoped)
+        return TaskPage(tasks=page.tasks, total=page.total,
+                        next=encode_cursor(DB_CURSOR, page.next), source="db")
+
+    async def get(self, task_id: str) -> dict[str, Any]:
+        self.index.sync()
+        task = self.tasks.get(task_id)
+        stored: dict[str, Any] | None = None
+        if self.history is not None:
+            try:
+                stored = await self._run_blocking(self.history.get_task, task_id)
+            except NotFound:
+                stored = None
+            except Exception:  # noqa: BLE001 - memory still answers when the DB is down
+                if task is None:
+                    raise
+        if task is None and stored is None:
+            raise NotFound(f"unknown task {task_id}", {"task_id": task_id})
+        if task is None:
+            assert stored is not None
+            return stored
+        detail = task_detail(task)
+        if stored is not None:
+            detail["history"] = stored.get("history") or detail["history"]
+            for key in ("retry_of", "retried_as"):
+                detail[key] = stored.get(key)
+            if not detail["args_exact"] and stored.get("args_exact"):
+                detail.update(args=stored["args"], kwargs=stored["kwargs"], args_exact=True)
+            detail["source"] = "memory+db"
+        return detail
+
+    def _require_history(self) -> "PgHistory":
+        if self.history is None:
+            raise NotConfigured("task history needs DATABASE_URL", {"setting": "DATABASE_URL"})
+        return self.history
+
+    def _search_predicate(self, text: str) -> Callable[[str], bool]:
+        needle = text.lower()
+        tasks = self.tasks
+
+        def matches(uuid: str) -> bool:
+            task = tasks.get(uuid)
+            if task is None:
+                return False
+            for field in SEARCH_FIELDS:
+                value = getattr(task, field, None)
+                if value is not None and needle in str(value).lower():
+                    return True
+            return False
+
+        return matches
