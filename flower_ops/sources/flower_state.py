@@ -116,6 +116,8 @@ class TaskIndex:
         self.sync_count = 0
         # Called as observer(uuid, old_state, task) when a task's state changes
         self.observers: list[Callable[[str, str | None, Any], None]] = []
+        # Called with every synced batch of changed task ids (the live feed)
+        self.change_listeners: list[Callable[[set[str]], None]] = []
         # Tasks already in the state (persistent mode) are indexed on first sync
         self.listener.dirty.update(self.state.tasks.data.keys())
 
@@ -139,6 +141,8 @@ class TaskIndex:
             else:
                 self._upsert(uuid, task)
         self.sync_count += 1
+        for listener in self.change_listeners:
+            listener(dirty)
         return dirty
 
     def _upsert(self, uuid: str, task: Any) -> None:
