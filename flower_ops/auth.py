@@ -66,8 +66,11 @@ class TokenAuthority:
         self._local_secret = local_secret or secrets.token_urlsafe(48)
         self._jwks: jwt.PyJWKClient | None = None
         if config.jwks_url:
+            # An unknown kid refetches the key set (rotation), at most once per
+            # cooldown so forged kids cannot turn the monitor into a fetch loop
             self._jwks = jwt.PyJWKClient(config.jwks_url, cache_keys=True, lifespan=300,
-                                         timeout=5)
+                                         timeout=5,
+                                         cooldown_duration=config.jwks_refresh_cooldown_seconds)
         if not config.configured:
             logger.warning(
                 "No JWT key configured (JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL): API tokens "

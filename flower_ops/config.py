@@ -123,6 +123,7 @@ class JwtConfig:
     audience: str | None = None
     issuer: str | None = None
     leeway_seconds: float = 0.0
+    jwks_refresh_cooldown_seconds: float = 30.0
 
     @property
     def configured(self) -> bool:
@@ -261,6 +262,8 @@ def jwt_config_from_env(env: EnvReader) -> JwtConfig:
         issuer=env.str("JWT_ISSUER"),
         leeway_seconds=env.float("FLOWER_OPS_JWT_LEEWAY_SECONDS", 0.0, minimum=0.0,
                                  maximum=300.0),
+        jwks_refresh_cooldown_seconds=env.float("FLOWER_OPS_JWKS_REFRESH_COOLDOWN_SECONDS", 30.0,
+                                                minimum=0.0, maximum=3600.0),
     )
 
 
