@@ -331,7 +331,7 @@ class PgExecutionStore:
         whose task started before the cutoff and that have not changed since.
         Returns the number of rows removed; call again until it returns 0."""
         move = ("INSERT INTO automation.job_executions_archive SELECT * FROM gone"
-                if archive else "SELECT 1")
+                if archive else "SELECT count(*) FROM gone")
         sql = f"""
             WITH victims AS (
                 SELECT execution_id FROM automation.job_executions
@@ -351,7 +351,8 @@ class PgExecutionStore:
                 cur = conn.execute(sql, {"cutoff": cutoff_epoch, "limit": batch_size})
                 if archive:
                     return int(cur.rowcount)
-                return len(cur.fetchall())
+                row = cur.fetchone()
+                return int(row[0]) if row else 0
         return int(self._run(work))
 
 

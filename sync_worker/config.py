@@ -1,0 +1,103 @@
+"""Configuration of the sync worker: one frozen object, built from the environment.
+
+With ``monitor``'s config module, the only reader of ``os.environ``. A bad
+value raises ``flower_ops.config.ConfigError`` naming the variable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from flower_ops.config import DEFAULT_REDIS_URL, ConfigError, EnvReader
+
+BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp", "memory")
+
+
+@dataclass(frozen=True)
+class SyncWorkerConfig:
+    database_url: str
+    redis_url: str = DEFAULT_REDIS_URL
+    result_backend: str | None = None
+    app: str | None = None                     # --app: reuse a Celery app's config
+    batch_size: int = 2000                     # flush when this many events wait
+    flush_interval_seconds: float = 0.2        # ... or when the oldest waited this long
+    max_buffered_events: int = 500_000         # beyond this, back-pressure on the receiver
+    reconcile_interval_seconds: float = 30.0
+    reconcile_batch_size: int = 500
+    reconcile_settle_seconds: float = 2.0      # leave rows touched this recently to events
+    worker_lost_seconds: float = 60.0          # no heartbeat this long: the worker is gone
+    retention_days: float = 30.0               # 0 keeps everything
+    retention_mode: str = "delete"             # delete | archive
+    retention_batch_size: int = 1000
+    retention_interval_seconds: float = 600.0
+    metrics_port: int = 9808                   # 0 disables the metrics endpoint
+    metrics_address: str = "0.0.0.0"
+    leader_lock_key: int = 0x466C6F7753796E63  # "FlowSync"
+    leader_poll_seconds: float = 1.0
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    log_level: str = "INFO"
+
+    @property
+    def backend_url(self) -> str:
+        return self.result_backend or self.redis_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *,
+                 app: str | None = None) -> "SyncWorkerConfig":
+        env = EnvReader(environ)
+        database_url = env.url("DATABASE_URL", schemes=("postgres", "postgresql"))
+        if database_url is None:
+            raise ConfigError("DATABASE_URL", "required: the PostgreSQL the sync worker writes "
+                                              "to (postgresql://user:pass@host:5432/db)")
+        mode = (env.str("FLOWER_OPS_SYNC_RETENTION_MODE", "delete") or "delete").lower()
+        if mode not in {"delete", "archive"}:
+            raise ConfigError("FLOWER_OPS_SYNC_RETENTION_MODE",
+                              f"expected delete or archive, got {mode!r}")
+        level = (env.str("FLOWER_OPS_SYNC_LOG_LEVEL", "INFO") or "INFO").upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError("FLOWER_OPS_SYNC_LOG_LEVEL",
+                              f"expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        backoff_initial = env.float("FLOWER_OPS_SYNC_BACKOFF_INITIAL_SECONDS", 0.5,
+                                    minimum=0.01, maximum=60.0)
+        backoff_max = env.float("FLOWER_OPS_SYNC_BACKOFF_MAX_SECONDS", 30.0, minimum=0.1,
+                                maximum=3600.0)
+        if backoff_max < backoff_initial:
+            raise ConfigError("FLOWER_OPS_SYNC_BACKOFF_MAX_SECONDS",
+                              "must be at least FLOWER_OPS_SYNC_BACKOFF_INITIAL_SECONDS")
+        return cls(
+            database_url=database_url,
+            redis_url=env.url("REDIS_URL", schemes=BROKER_SCHEMES,
+                              default=DEFAULT_REDIS_URL) or DEFAULT_REDIS_URL,
+            result_backend=env.str("CELERY_RESULT_BACKEND"),
+            app=app or env.str("FLOWER_OPS_SYNC_APP"),
+            batch_size=env.int("FLOWER_OPS_SYNC_BATCH_SIZE", 2000, minimum=1, maximum=100_000),
+            flush_interval_seconds=env.float("FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS", 0.2,
+                                             minimum=0.01, maximum=60.0),
+            max_buffered_events=env.int("FLOWER_OPS_SYNC_MAX_BUFFERED_EVENTS", 500_000,
+                                        minimum=1000),
+            reconcile_interval_seconds=env.float("FLOWER_OPS_SYNC_RECONCILE_INTERVAL_SECONDS",
+                                                 30.0, minimum=1.0, maximum=86400.0),
+            reconcile_batch_size=env.int("FLOWER_OPS_SYNC_RECONCILE_BATCH_SIZE", 500,
+                                         minimum=1, maximum=10_000),
+            reconcile_settle_seconds=env.float("FLOWER_OPS_SYNC_RECONCILE_SETTLE_SECONDS", 2.0,
+                                               minimum=0.0, maximum=3600.0),
+            worker_lost_seconds=env.float("FLOWER_OPS_SYNC_WORKER_LOST_SECONDS", 60.0,
+                                          minimum=1.0, maximum=86400.0),
+            retention_days=env.float("FLOWER_OPS_SYNC_RETENTION_DAYS", 30.0, minimum=0.0),
+            retention_mode=mode,
+            retention_batch_size=env.int("FLOWER_OPS_SYNC_RETENTION_BATCH_SIZE", 1000,
+                                         minimum=1, maximum=100_000),
+            retention_interval_seconds=env.float("FLOWER_OPS_SYNC_RETENTION_INTERVAL_SECONDS",
+                                                 600.0, minimum=1.0),
+            metrics_port=env.int("FLOWER_OPS_SYNC_METRICS_PORT", 9808, minimum=0,
+                                 maximum=65535),
+            metrics_address=env.str("FLOWER_OPS_SYNC_METRICS_ADDRESS", "0.0.0.0") or "0.0.0.0",
+            leader_lock_key=env.int("FLOWER_OPS_SYNC_LEADER_LOCK_KEY", 0x466C6F7753796E63,
+                                    minimum=-(2 ** 63), maximum=2 ** 63 - 1),
+            leader_poll_seconds=env.float("FLOWER_OPS_SYNC_LEADER_POLL_SECONDS", 1.0,
+                                          minimum=0.05, maximum=60.0),
+            backoff_initial_seconds=backoff_initial,
+            backoff_max_seconds=backoff_max,
+            log_level=level,
+        )

@@ -1,0 +1,215 @@
+"""Events in (no SQL): our own Celery event receiver, on its own connection.
+
+``EventConsumer.run`` is a network loop: it connects, consumes until the
+broker goes away or ``stop()`` is called, and reconnects with capped backoff
+and jitter. Every (re)connection calls ``on_connected`` because Redis pub/sub
+dropped whatever was published while we were away: the runner reconciles.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from celery import Celery
+
+from flower_ops.payload import decode_args
+from sync_worker.backoff import Backoff
+from sync_worker.transitions import EVENT_STATES, Transition
+
+logger = logging.getLogger(__name__)
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def transition_from_event(event: dict[str, Any]) -> Transition | None:
+    """Our ``Transition`` for a Celery task event; None for other events."""
+    kind = event.get("type")
+    mapped = EVENT_STATES.get(kind)  # type: ignore[arg-type]
+    task_id = event.get("uuid")
+    if mapped is None or not task_id:
+        return None
+    state, time_field = mapped
+    timestamp = event.get("timestamp") or time.time()
+    fields: dict[str, Any] = {}
+    if kind == "task-sent":
+        fields["queue"] = event.get("queue")
+        fields["routing_key"] = event.get("routing_key")
+        fields["exchange"] = event.get("exchange") or None
+    else:
+        fields["worker"] = event.get("hostname")
+    if kind in ("task-sent", "task-received"):
+        fields["task_name"] = event.get("name")
+        fields["parent_id"] = event.get("parent_id")
+        fields["root_id"] = event.get("root_id")
+        fields["retries"] = event.get("retries")
+        fields["eta"] = _epoch(event.get("eta"))
+        fields["expires"] = _epoch(event.get("expires"))
+        args, args_exact = decode_args(event.get("args"))
+        kwargs, kwargs_exact = decode_args(event.get("kwargs"))
+        fields["args"], fields["kwargs"] = args, kwargs
+        fields["args_exact"] = args_exact and kwargs_exact
+    elif kind == "task-succeeded":
+        fields["result"] = decode_args(event.get("result"))[0]
+        fields["runtime"] = event.get("runtime")
+    elif kind in ("task-failed", "task-retried"):
+        fields["error"] = event.get("exception")
+        fields["traceback"] = event.get("traceback")
+    elif kind == "task-revoked":
+        reason = "expired" if event.get("expired") else (
+            "terminated" if event.get("terminated") else "revoked")
+        fields["reason"] = reason
+        fields["error"] = f"TaskRevokedError: {reason}"
+    elif kind == "task-rejected":
+        fields["error"] = "Rejected: the worker rejected the message"
+    return Transition(str(task_id), state, float(timestamp), time_field, fields)
+
+
+class WorkerLiveness:
+    """Which workers are alive, from their heartbeats (thread-safe)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_seen: dict[str, float] = {}
+        self._offline: dict[str, float] = {}
+        self._listening_since: float | None = None
+
+    def listening(self) -> None:
+        with self._lock:
+            if self._listening_since is None:
+                self._listening_since = self._clock()
+
+    def seen(self, hostname: str) -> None:
+        with self._lock:
+            self._last_seen[hostname] = self._clock()
+            self._offline.pop(hostname, None)
+
+    def went_offline(self, hostname: str) -> None:
+        with self._lock:
+            self._offline[hostname] = self._clock()
+
+    def is_lost(self, hostname: str | None, *, lost_after_seconds: float,
+                offline_grace_seconds: float = 2.0) -> bool:
+        """True when ``hostname`` is known to be gone: it said goodbye, its
+        heartbeats stopped for ``lost_after_seconds``, or we have listened
+        that long without hearing from it at all."""
+        if not hostname:
+            return False
+        now = self._clock()
+        with self._lock:
+            offline_at = self._offline.get(hostname)
+            if offline_at is not None:
+                return now - offline_at >= offline_grace_seconds
+            last = self._last_seen.get(hostname)
+            if last is not None:
+                return now - last >= lost_after_seconds
+            since = self._listening_since
+            return since is not None and now - since >= lost_after_seconds
+
+    def known(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._last_seen)
+
+
+class EventConsumer:
+    """Consumes every Celery event from the broker until stopped."""
+
+    def __init__(self, *, app: Celery, sink: Callable[[Transition], None],
+                 liveness: WorkerLiveness, on_connected: Callable[[], None],
+                 backoff: Backoff, on_event: Callable[[], None] | None = None,
+                 on_reconnect: Callable[[], None] | None = None) -> None:
+        self._app = app
+        self._sink = sink
+        self._liveness = liveness
+        self._on_connected = on_connected
+        self._on_event = on_event
+        self._on_reconnect = on_reconnect
+        self._backoff = backoff
+        self._stop = threading.Event()
+        self._receiver: Any = None
+        self.connected = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        receiver = self._receiver
+        if receiver is not None:
+            receiver.should_stop = True
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("type", "")
+        if kind.startswith("task-"):
+            transition = transition_from_event(event)
+            if transition is not None:
+                self._sink(transition)
+        elif kind in ("worker-heartbeat", "worker-online"):
+            hostname = event.get("hostname")
+            if hostname:
+                self._liveness.seen(hostname)
+        elif kind == "worker-offline":
+            hostname = event.get("hostname")
+            if hostname:
+                self._liveness.went_offline(hostname)
+        if self._on_event is not None:
+            self._on_event()
+
+    def _ready_hook(self, receiver: Any, first: bool, conn: Any) -> Callable[..., None]:
+        original = receiver.on_consume_ready
+
+        def ready(*args: Any, **kwargs: Any) -> None:
+            original(*args, **kwargs)
+            # subscribed: reconciling from here on leaves no gap behind
+            self.connected.set()
+            self._liveness.listening()
+            if not first and self._on_reconnect is not None:
+                self._on_reconnect()
+            logger.info("listening to Celery events on %s", conn.as_uri())
+            self._backoff.reset()
+            self._on_connected()
+        return ready
+
+    def run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            try:
+                with self._app.connection_for_read() as conn:
+                    conn.ensure_connection(max_retries=1)
+                    receiver = self._app.events.Receiver(conn, handlers={"*": self._handle})
+                    self._receiver = receiver
+                    if self._stop.is_set():
+                        return
+                    receiver.on_consume_ready = self._ready_hook(receiver, first, conn)
+                    first = False
+                    receiver.capture(limit=None, timeout=None, wakeup=True)
+            except Exception as exc:  # noqa: BLE001 - top of a network loop
+                self.connected.clear()
+                if self._stop.is_set():
+                    return
+                delay = self._backoff.next_delay()
+                if isinstance(exc, (ConnectionError, OSError)) or \
+                        type(exc).__name__ in ("OperationalError", "ConnectionError"):
+                    logger.warning("broker connection lost (%s); reconnecting in %.1fs",
+                                   exc, delay)
+                else:
+                    logger.exception("event consumer failed; reconnecting in %.1fs", delay)
+                self._stop.wait(delay)
+            finally:
+                self._receiver = None
+        self.connected.clear()
