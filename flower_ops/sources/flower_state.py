@@ -203,6 +203,7 @@ class TaskIndex:
     def query(self, query: TaskQuery,
               matches: Callable[[str], bool] | None = None) -> tuple[list[str], int, str | None]:
         """Task ids for one page, the total matching, and the next cursor."""
+        self.sync()
         lo, hi = _key_bounds(query.since, query.until)
         reverse = query.order != "asc"
         after = _decode_cursor(query.cursor)
