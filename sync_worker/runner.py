@@ -150,6 +150,13 @@ class SyncWorker:
             on_batch=self.metrics.reconciled.inc)
         self.is_leader = threading.Event()
         self.reconcile_passes = 0
+        self._consumer: EventConsumer | None = None
+
+    @property
+    def listening(self) -> bool:
+        """True while this replica leads and is subscribed to the events."""
+        consumer = self._consumer
+        return consumer is not None and consumer.connected.is_set()
 
     def _backoff(self) -> Backoff:
         return Backoff(initial_seconds=self.config.backoff_initial_seconds,
@@ -214,6 +221,7 @@ class SyncWorker:
                                  on_connected=self._reconcile_now.set,
                                  backoff=self._backoff(),
                                  on_reconnect=self.metrics.reconnects.labels("broker").inc)
+        self._consumer = consumer
         threads = [threading.Thread(target=consumer.run, name="sync-events", daemon=True),
                    threading.Thread(target=self._write_loop, name="sync-writer", daemon=True),
                    threading.Thread(target=self._maintenance_loop, name="sync-maintenance",

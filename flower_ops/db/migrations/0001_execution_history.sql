@@ -129,7 +129,9 @@ $$;
 CREATE FUNCTION automation.job_executions_touch() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.updated_at := OLD.updated_at;
+    IF NEW.updated_at IS DISTINCT FROM OLD.updated_at THEN
+        RETURN NEW;                 -- set explicitly (maintenance): keep it
+    END IF;
     IF NEW IS NOT DISTINCT FROM OLD THEN
         RETURN NULL;
     END IF;
