@@ -234,7 +234,9 @@ def install(flower_app: Any, config: MonitorConfig | None = None) -> FlowerOps:
             if exc.name != module_name:
                 raise
             continue
-        module.extend(ops)
+        extend = getattr(module, "extend", None)
+        if extend is not None:
+            extend(ops)
     flower_app.add_handlers(r".*$", ops.routes())
     flower_app.flower_ops = ops
     ops.io_loop.add_callback(ops.start)

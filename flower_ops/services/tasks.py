@@ -28,7 +28,9 @@ def _history(task: Any) -> list[dict[str, Any]]:
              "revoked": "REVOKED", "rejected": "REJECTED"}
     steps = [{"state": state, "timestamp": getattr(task, field)}
              for field, state in names.items() if getattr(task, field, None)]
-    steps.sort(key=lambda step: step["timestamp"])
+    # task-sent is emitted after publishing, so its clock may read later than
+    # task-received; it is still the first step
+    steps.sort(key=lambda step: (step["state"] != "PENDING", step["timestamp"]))
     return steps
 
 
