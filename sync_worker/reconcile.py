@@ -147,11 +147,12 @@ class Reconciler:
             report.checked += 1
             meta = metas.get(row.task_id)
             transition = transition_from_meta(row.task_id, meta, now=now) if meta else None
-            if transition is not None:
+            if transition is not None and transition.state in states.READY_STATES:
                 transitions.append(transition)
                 report.from_backend += 1
             elif row.status == "started" and self._liveness.is_lost(
                     row.worker, lost_after_seconds=self._lost_after):
+                # the backend may still say STARTED: the dead worker wrote that
                 transitions.append(Transition(
                     row.task_id, "FAILURE", now, "failed",
                     {"error": f"WorkerLostError('Worker {row.worker} went away while the task "
@@ -159,6 +160,9 @@ class Reconciler:
                      "worker_lost": True, "reason": "worker_lost"},
                     source="reconcile"))
                 report.worker_lost += 1
+            elif transition is not None:
+                transitions.append(transition)   # an open state that may move the row on
+                report.from_backend += 1
         if transitions:
             changed = self._store.apply(fold(transitions).values(), transitions)
             report.changed += changed
