@@ -159,6 +159,8 @@ class MonitorConfig:
     ws_snapshot_seconds: float = 2.0
     ws_client_queue_size: int = 1000
     ws_replay_buffer_size: int = 10000
+    ws_client_buffer_bytes: int = 8 * 1024 * 1024
+    ws_flush_seconds: float = 0.2
     bulk_max_tasks: int = 1000
     db_pool_max_size: int = 4
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
@@ -190,6 +192,10 @@ class MonitorConfig:
                                          minimum=10, maximum=1_000_000),
             ws_replay_buffer_size=env.int("FLOWER_OPS_WS_REPLAY_BUFFER_SIZE", 10000,
                                           minimum=0, maximum=1_000_000),
+            ws_client_buffer_bytes=env.int("FLOWER_OPS_WS_CLIENT_BUFFER_BYTES", 8 * 1024 * 1024,
+                                           minimum=4096, maximum=1 << 30),
+            ws_flush_seconds=env.float("FLOWER_OPS_WS_FLUSH_SECONDS", 0.2, minimum=0.01,
+                                       maximum=1.0),
             bulk_max_tasks=env.int("FLOWER_OPS_BULK_MAX_TASKS", 1000, minimum=1,
                                    maximum=100_000),
             db_pool_max_size=env.int("FLOWER_OPS_DB_POOL_MAX_SIZE", 4, minimum=1, maximum=100),
