@@ -161,18 +161,22 @@ class Demo:
             say("sync worker not available yet: running without PostgreSQL history")
 
         celery = [sys.executable, "-m", "celery", "-A", DEMO_APP]
+        commands = [
+            ("worker", [*celery, "worker", "-E", "--loglevel=INFO",
+                        f"--concurrency={self.args.concurrency}", "-Q", ",".join(WORKER_QUEUES),
+                        "-n", "demo-worker@%h"]),
+            ("beat", [*celery, "beat", "--loglevel=INFO",
+                      f"--schedule={self.base_dir / 'celerybeat-schedule'}"]),
+            ("monitor", [*celery, "flower-ops", f"--port={port}", f"--address={self.args.address}",
+                         f"--basic-auth={self.args.basic_auth}"]),
+        ]
         if with_sync:
             # first, so its schema exists and no early event is missed
-            self._child("sync-worker", [sys.executable, "-m", "sync_worker"]).start(env)
-        self._child("worker", [*celery, "worker", "-E", "--loglevel=INFO",
-                               f"--concurrency={self.args.concurrency}",
-                               "-Q", ",".join(WORKER_QUEUES),
-                               "-n", "demo-worker@%h"]).start(env)
-        self._child("beat", [*celery, "beat", "--loglevel=INFO",
-                             f"--schedule={self.base_dir / 'celerybeat-schedule'}"]).start(env)
-        self._child("monitor", [*celery, "flower-ops", f"--port={port}",
-                                f"--address={self.args.address}",
-                                f"--basic-auth={self.args.basic_auth}"]).start(env)
+            commands.insert(0, ("sync-worker", [sys.executable, "-m", "sync_worker"]))
+        for name, command in commands:
+            if self.stopping.is_set():  # Ctrl-C while starting up
+                return
+            self._child(name, command).start(env)
 
     def wait_monitor_ready(self, url: str) -> bool:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
