@@ -10,14 +10,16 @@ One call turns on what the monitor needs:
   ``task-received`` events, so every consumer of events sees exact values.
   The cost is one JSON encoding per publish of data Celery serializes anyway;
 * a publish timestamp header, so the age of the oldest queued message can be
-  read from the broker.
+  read from the broker;
+* revokes that survive restarts: at start-up a worker loads the task ids the
+  monitor cancelled recently (see ``revocations.py``).
 """
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.app.amqp import AMQP
 
 from .payload import encode_exact
@@ -53,8 +55,20 @@ def instrument(app: Celery, *, exact_args: bool = True) -> Celery:
     )
     if exact_args:
         _use_exact_amqp(app)
+    _load_revocations_at_worker_start(app)
     setattr(app, _INSTRUMENTED_ATTR, True)
     return app
+
+
+def _load_revocations_at_worker_start(app: Celery) -> None:
+    def on_worker_init(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", app) is app:
+            from .revocations import load_into_worker
+
+            load_into_worker(app)
+
+    # weak=False: the closure has no other owner
+    signals.worker_init.connect(on_worker_init, weak=False)
 
 
 def _use_exact_amqp(app: Celery) -> None:

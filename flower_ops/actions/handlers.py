@@ -1,0 +1,123 @@
+"""HTTP for cancel and retry: parse, call ``TaskActionService``, write JSON."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from ..errors import InvalidQuery
+from ..handlers.base import ApiHandler
+from ..handlers.params import check_task_id, parse_task_query
+
+if TYPE_CHECKING:
+    from ..models import TaskQuery
+    from .service import TaskActionService
+
+BODY_KEYS = frozenset({"ids", "filter", "dry_run", "force", "limit"})
+FILTER_KEYS = frozenset({"state", "name", "worker", "queue", "search", "since", "until",
+                         "source", "order", "cursor"})
+
+
+@dataclass(frozen=True)
+class BulkRequest:
+    ids: list[str] | None
+    query: "TaskQuery | None"
+    limit: int
+    dry_run: bool
+    force: bool
+
+
+def _bool(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidQuery(f"{name} must be true or false", {"field": name})
+    return value
+
+
+def _filter_value(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise InvalidQuery(f"filter.{name} must be a string, a number or a list of strings",
+                       {"field": f"filter.{name}"})
+
+
+def parse_bulk_request(body: dict[str, Any], *, max_tasks: int) -> BulkRequest:
+    unknown = sorted(set(body) - BODY_KEYS)
+    if unknown:
+        raise InvalidQuery("unknown field(s)", {"unknown": unknown, "allowed": sorted(BODY_KEYS)})
+    if ("ids" in body) == ("filter" in body):
+        raise InvalidQuery('give exactly one of "ids" or "filter"')
+    limit = body.get("limit", max_tasks)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= max_tasks:
+        raise InvalidQuery(f"limit must be an integer between 1 and {max_tasks}",
+                           {"field": "limit", "max_tasks": max_tasks})
+    dry_run, force = _bool(body, "dry_run"), _bool(body, "force")
+    if "ids" in body:
+        ids = body["ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InvalidQuery("ids must be a list of task ids", {"field": "ids"})
+        if not ids:
+            raise InvalidQuery("ids is empty", {"field": "ids"})
+        if len(ids) > max_tasks:
+            raise InvalidQuery(f"at most {max_tasks} tasks per call",
+                               {"field": "ids", "max_tasks": max_tasks, "given": len(ids)})
+        return BulkRequest(ids=[check_task_id(i) for i in ids], query=None, limit=limit,
+                           dry_run=dry_run, force=force)
+    raw = body["filter"]
+    if not isinstance(raw, dict):
+        raise InvalidQuery("filter must be an object with GET /tasks parameters",
+                           {"field": "filter"})
+    unknown = sorted(set(raw) - FILTER_KEYS)
+    if unknown:
+        raise InvalidQuery("unknown filter key(s)",
+                           {"unknown": unknown, "allowed": sorted(FILTER_KEYS)})
+    values = {name: _filter_value(name, value) for name, value in raw.items()}
+    query = parse_task_query(values.get)
+    return BulkRequest(ids=None, query=query, limit=limit, dry_run=dry_run, force=force)
+
+
+class ActionHandler(ApiHandler):
+    @property
+    def actions(self) -> "TaskActionService":
+        return self.ops.actions  # type: ignore[attr-defined, no-any-return]
+
+
+class CancelHandler(ActionHandler):
+    async def post(self, task_id: str) -> None:
+        task_id = check_task_id(unquote(task_id))
+        self.write_json(await self.actions.cancel(task_id, subject=self.principal.subject))
+
+
+class RetryHandler(ActionHandler):
+    async def post(self, task_id: str) -> None:
+        task_id = check_task_id(unquote(task_id))
+        body = self.json_body()
+        unknown = sorted(set(body) - {"force"})
+        if unknown:
+            raise InvalidQuery("unknown field(s)", {"unknown": unknown, "allowed": ["force"]})
+        self.write_json(await self.actions.retry(task_id, subject=self.principal.subject,
+                                                 force=_bool(body, "force")))
+
+
+class BulkActionHandler(ActionHandler):
+    async def post(self, action: str) -> None:
+        request = parse_bulk_request(self.json_body(), max_tasks=self.actions.max_tasks)
+        cursor = None
+        ids = request.ids
+        if ids is None:
+            assert request.query is not None  # parse_bulk_request sets one of the two
+            ids, cursor = await self.actions.select(action, request.query,
+                                                    list_tasks=self.ops.tasks.list,
+                                                    limit=request.limit)
+        else:
+            ids = ids[:request.limit]
+        report = await self.actions.run(action, ids, subject=self.principal.subject,
+                                        dry_run=request.dry_run, force=request.force)
+        report.update(next=cursor, max_tasks=self.actions.max_tasks)
+        self.write_json(report)

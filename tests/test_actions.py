@@ -1,0 +1,377 @@
+"""Cancel and retry end to end: a real `celery -A APP flower-ops` monitor with
+DATABASE_URL, real prefork workers, the real sync worker, Redis and PostgreSQL."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg
+import pytest
+import requests
+
+from tests.support.processes import CeleryWorker, Monitor, _Process, wait_for
+from tests.support.services import PostgresService, RedisService
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def big_argument() -> dict[str, Any]:
+    """About 5 KB, nested, with unicode, floats, nulls, booleans and big ints."""
+    rows = [{"id": i, "name": f"Zoë-{i} 日本語 ✓ \u00e9\u0301", "ratio": i / 7 + 0.1,
+             "tiny": 1e-300 * (i + 1), "none": None, "flag": i % 2 == 0,
+             "nested": {"list": [i, -i, 2**53 + i, [None, "ü"]], "empty": {}}}
+            for i in range(25)]
+    return {"rows": rows, "emoji": "🚀" * 20, "quote": "'\"</script>"}
+
+
+class Stack:
+    def __init__(self, *, app: Any, broker_url: str, database_url: str, monitor: Monitor,
+                 worker: CeleryWorker) -> None:
+        self.app = app
+        self.broker_url = broker_url
+        self.database_url = database_url
+        self.monitor = monitor
+        self.worker = worker
+        self.token = monitor.token()
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.token}"}
+
+    def post(self, path: str, body: Any = None, token: str | None = None) -> requests.Response:
+        return requests.post(f"{self.monitor.api}{path}", json=body, timeout=30,
+                             headers=self.headers(token))
+
+    def get(self, path: str, **params: Any) -> requests.Response:
+        return requests.get(f"{self.monitor.api}{path}", params=params, timeout=10,
+                            headers=self.headers())
+
+    def wait_state(self, task_id: str, state: str, timeout_seconds: float = 40) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            response = self.get(f"/tasks/{task_id}")
+            if response.status_code == 200 and response.json()["state"] == state:
+                return response.json()
+            return None
+
+        return wait_for(reached, timeout_seconds=timeout_seconds, interval_seconds=0.2,
+                        message=f"task {task_id} in {state}")
+
+    def row(self, task_id: str) -> dict[str, Any] | None:
+        with psycopg.connect(self.database_url) as conn:
+            cur = conn.execute("SELECT * FROM automation.job_executions WHERE execution_id = %s",
+                               (task_id,))
+            values = cur.fetchone()
+            if values is None:
+                return None
+            return dict(zip([c.name for c in cur.description or ()], values))
+
+    def audit(self, task_id: str) -> list[tuple[str, str, str]]:
+        with psycopg.connect(self.database_url) as conn:
+            return [tuple(r) for r in conn.execute(
+                "SELECT subject, action, outcome FROM automation.operator_audit "
+                "WHERE execution_id = %s ORDER BY id", (task_id,)).fetchall()]
+
+    def wait_status(self, task_id: str, status: str, timeout_seconds: float = 30) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            row = self.row(task_id)
+            return row if row is not None and row["status"] == status else None
+
+        return wait_for(reached, timeout_seconds=timeout_seconds, interval_seconds=0.2,
+                        message=f"row {task_id} status {status}")
+
+
+class SyncProcess(_Process):
+    def __init__(self, *, redis_url: str, database_url: str) -> None:
+        super().__init__([sys.executable, "-m", "sync_worker"],
+                         {"REDIS_URL": redis_url, "DATABASE_URL": database_url,
+                          "FLOWER_OPS_SYNC_METRICS_PORT": "0",
+                          "FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS": "0.1"}, "sync")
+
+
+@pytest.fixture(scope="module")
+def stack(redis_service: RedisService, redis_db: int,
+          pg_service: PostgresService) -> Iterator[Stack]:
+    redis_service.client(redis_db).flushdb()
+    broker_url = redis_service.url(redis_db)
+    os.environ["REDIS_URL"] = broker_url
+    from tests.apps import automation
+
+    automation.app.conf.broker_url = broker_url
+    automation.app.conf.result_backend = broker_url
+    db_name = pg_service.create_database()
+    database_url = pg_service.url(db_name)
+    sync = SyncProcess(redis_url=broker_url, database_url=database_url).start()
+    worker = CeleryWorker(broker_url, concurrency=2).start()
+    monitor = Monitor(broker_url, env={"DATABASE_URL": database_url,
+                                       "FLOWER_OPS_BULK_MAX_TASKS": "50",
+                                       "FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "2"}).start()
+    try:
+        worker.wait_ready(automation.app)
+        monitor.wait_ready()
+        yield Stack(app=automation.app, broker_url=broker_url, database_url=database_url,
+                    monitor=monitor, worker=worker)
+    finally:
+        monitor.stop()
+        worker.stop()
+        sync.stop()
+        redis_service.client(redis_db).flushdb()
+        pg_service.drop_database(db_name)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def active_pid(stack: Stack, task_id: str) -> int | None:
+    replies = stack.app.control.inspect(destination=[stack.worker.hostname], timeout=1).active()
+    for requests_ in (replies or {}).values():
+        for request in requests_:
+            if request["id"] == task_id and request.get("worker_pid"):
+                return int(request["worker_pid"])
+    return None
+
+
+def test_cancel_running_task_terminates_its_process(stack: Stack) -> None:
+    from tests.apps import automation
+
+    marker = Path(tempfile.mkdtemp()) / "done"
+    seconds = 6.0
+    task = automation.sleep.delay(seconds, str(marker))
+    stack.wait_state(task.id, "STARTED")
+    started = time.monotonic()
+    pid = wait_for(lambda: active_pid(stack, task.id), timeout_seconds=20,
+                   message="the task's pool process")
+
+    response = stack.post(f"/tasks/{task.id}/cancel")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == task.id and body["outcome"] == "cancelled"
+    assert body["previous_state"] == "STARTED" and body["state"] == "REVOKED"
+    assert stack.row(task.id)["status"] == "cancelled"          # at once, not eventually
+    wait_for(lambda: not pid_alive(pid), timeout_seconds=20, message=f"pool process {pid} gone")
+    stack.wait_state(task.id, "REVOKED")
+    # the task-revoked event has reached the sync worker: still cancelled, history kept
+    wait_for(lambda: stack.row(task.id)["revoked_at"] is not None, timeout_seconds=20,
+             message="revoked_at")
+    remaining = seconds + 2 - (time.monotonic() - started)
+    if remaining > 0:
+        time.sleep(remaining)  # past the moment the task would have written its marker
+    assert not marker.exists()
+    assert stack.row(task.id)["status"] == "cancelled"
+    assert ("admin", "cancel", "ok") in stack.audit(task.id)
+
+
+def test_cancel_queued_task_never_runs_after_a_consumer_starts(stack: Stack) -> None:
+    from tests.apps import automation
+
+    marker = Path(tempfile.mkdtemp()) / "ran"
+    queued = automation.sleep.apply_async((0.1, str(marker)), queue="parked")
+    stack.wait_state(queued.id, "PENDING")
+
+    response = stack.post(f"/tasks/{queued.id}/cancel")
+    assert response.status_code == 200, response.text
+    assert response.json()["previous_state"] == "PENDING"
+    assert stack.row(queued.id)["status"] == "cancelled"
+
+    # This worker did not exist at the broadcast, and has no --statedb
+    late = CeleryWorker(stack.broker_url, queues=("parked",), concurrency=1).start()
+    try:
+        late.wait_ready(stack.app)
+        after = automation.add.apply_async((1, 2), queue="parked")
+        assert after.get(timeout=30) == 3
+        stack.wait_state(queued.id, "REVOKED")   # received, then discarded
+    finally:
+        late.stop()
+    assert not marker.exists()
+    assert stack.row(queued.id)["status"] == "cancelled"
+
+
+def test_retry_failed_task_sends_exact_arguments_to_the_new_run(stack: Stack) -> None:
+    from tests.apps import automation
+
+    argument = big_argument()
+    failed = automation.fail.apply_async(kwargs={"message": argument})
+    stack.wait_state(failed.id, "FAILURE")
+    stack.wait_status(failed.id, "failure")
+
+    response = stack.post(f"/tasks/{failed.id}/retry")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    new_id = body["new_id"]
+    assert new_id != failed.id and body["new_state"] == "PENDING"
+    assert body["state"] == "FAILURE"
+    stack.wait_state(new_id, "FAILURE")
+    rerun = stack.app.AsyncResult(new_id)
+    rerun.backend.get_task_meta(new_id, cache=False)
+    assert rerun.kwargs == {"message": argument}   # what the worker received
+    assert rerun.name == "automation.fail"
+    original_row = stack.wait_status(failed.id, "failure")
+    assert original_row["retried_as"] == new_id
+    new_row = stack.wait_status(new_id, "failure")
+    assert new_row["retry_of"] == failed.id
+    assert new_row["kwargs"] == {"message": argument} and new_row["args_exact"]
+    detail = stack.get(f"/tasks/{failed.id}").json()
+    assert detail["retried_as"] == new_id
+    assert [s["state"] for s in detail["history"]].count("FAILURE") >= 1
+    assert ("admin", "retry", "ok") in stack.audit(failed.id)
+
+    again = stack.post(f"/tasks/{failed.id}/retry")
+    assert again.status_code == 409 and again.json()["detail"]["reason"] == "already_retried"
+
+
+def test_retry_cancelled_task_reruns_it_on_the_same_queue(stack: Stack) -> None:
+    from tests.apps import automation
+
+    argument = big_argument()
+    queued = automation.echo.apply_async(args=[argument, 1.5, None, "ü"],
+                                         kwargs={"k": argument}, queue="parked2")
+    stack.wait_state(queued.id, "PENDING")
+    assert stack.post(f"/tasks/{queued.id}/cancel").status_code == 200
+    stack.wait_status(queued.id, "cancelled")
+
+    response = stack.post(f"/tasks/{queued.id}/retry")
+    assert response.status_code == 200, response.text
+    new_id = response.json()["new_id"]
+    assert response.json()["queue"] == "parked2"
+    late = CeleryWorker(stack.broker_url, queues=("parked2",), concurrency=1).start()
+    try:
+        late.wait_ready(stack.app)
+        result = stack.app.AsyncResult(new_id).get(timeout=30)
+    finally:
+        late.stop()
+    assert result == {"args": [argument, 1.5, None, "ü"], "kwargs": {"k": argument}}
+    assert stack.row(queued.id)["status"] == "cancelled"     # the original stays as it was
+
+
+def test_actions_work_for_tasks_only_postgresql_knows(stack: Stack) -> None:
+    """Rows the monitor's memory and the result backend never saw (Flower
+    restarted, memory evicted): the database answers for them."""
+    failed_id, pending_id = f"db-only-{uuid.uuid4()}", f"db-only-{uuid.uuid4()}"
+    argument = big_argument()
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO automation.job_executions (execution_id, task_name, status, args, "
+            "kwargs, args_exact, queue, routing_key, exchange, first_seen_at) VALUES "
+            "(%s, 'automation.echo', 'failure', %s, %s, true, 'celery', 'celery', '', now()), "
+            "(%s, 'automation.add', 'pending', '[1, 2]', '{}', true, 'celery', 'celery', '', "
+            "now())",
+            (failed_id, psycopg.types.json.Jsonb([argument]),
+             psycopg.types.json.Jsonb({"x": argument}), pending_id))
+
+    retried = stack.post(f"/tasks/{failed_id}/retry")
+    assert retried.status_code == 200, retried.text
+    new_id = retried.json()["new_id"]
+    assert stack.app.AsyncResult(new_id).get(timeout=30) == {"args": [argument],
+                                                              "kwargs": {"x": argument}}
+    cancelled = stack.post(f"/tasks/{pending_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert stack.row(pending_id)["status"] == "cancelled"
+    assert stack.row(failed_id)["retried_as"] == new_id
+
+
+def test_cancel_finished_task_is_a_conflict(stack: Stack) -> None:
+    from tests.apps import automation
+
+    done = automation.add.delay(1, 1)
+    stack.wait_state(done.id, "SUCCESS")
+    response = stack.post(f"/tasks/{done.id}/cancel")
+    assert response.status_code == 409
+    assert response.json()["detail"]["state"] == "SUCCESS"
+    assert ("admin", "cancel", "rejected") in stack.audit(done.id)
+
+
+def test_retry_running_task_is_a_conflict(stack: Stack) -> None:
+    from tests.apps import automation
+
+    running = automation.sleep.delay(2)
+    stack.wait_state(running.id, "STARTED")
+    response = stack.post(f"/tasks/{running.id}/retry")
+    assert response.status_code == 409
+    assert response.json()["error"].startswith("cannot retry")
+
+
+def test_unknown_task_is_404_and_bad_input_is_400(stack: Stack) -> None:
+    assert stack.post(f"/tasks/{uuid.uuid4()}/cancel").status_code == 404
+    assert stack.post(f"/tasks/{uuid.uuid4()}/retry").status_code == 404
+    assert stack.post(f"/tasks/{uuid.uuid4()}/retry", {"force": "yes"}).status_code == 400
+    bad = requests.post(f"{stack.monitor.api}/tasks/x/retry", data=b"{not json",
+                        headers=stack.headers(), timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]
+
+
+def test_actions_need_the_write_scope(stack: Stack) -> None:
+    read_only = stack.monitor.token(scopes="monitoring:read")
+    for path, body in ((f"/tasks/{uuid.uuid4()}/cancel", None),
+                       (f"/tasks/{uuid.uuid4()}/retry", None),
+                       ("/tasks/bulk/cancel", {"ids": ["a"]}),
+                       ("/tasks/bulk/retry", {"ids": ["a"]})):
+        response = stack.post(path, body, token=read_only)
+        assert response.status_code == 403, (path, response.text)
+        assert response.json()["detail"]["required_scope"] == "monitoring:write"
+    anonymous = requests.post(f"{stack.monitor.api}/tasks/x/cancel", timeout=10)
+    assert anonymous.status_code == 401
+
+
+def test_bulk_cancel_by_filter_dry_run_then_real_run(stack: Stack) -> None:
+    from tests.apps import automation
+
+    queued = [automation.sleep.apply_async((0.1,), queue="bulkq") for _ in range(3)]
+    for task in queued:
+        stack.wait_state(task.id, "PENDING")
+    ids = {t.id for t in queued}
+
+    dry = stack.post("/tasks/bulk/cancel", {"filter": {"queue": "bulkq"}, "dry_run": True})
+    assert dry.status_code == 200, dry.text
+    assert {r["id"] for r in dry.json()["results"]} == ids
+    assert {r["outcome"] for r in dry.json()["results"]} == {"would_cancel"}
+    assert all(stack.get(f"/tasks/{i}").json()["state"] == "PENDING" for i in ids)
+    assert all(stack.row(i) is None or stack.row(i)["status"] == "pending" for i in ids)
+
+    real = stack.post("/tasks/bulk/cancel", {"filter": {"queue": "bulkq", "state": "PENDING"}})
+    assert real.status_code == 200, real.text
+    assert real.json()["counts"] == {"cancelled": 3}
+    assert all(stack.row(i)["status"] == "cancelled" for i in ids)
+    assert all(stack.audit(i) == [("admin", "cancel", "ok")] for i in ids)
+
+    dry_retry = stack.post("/tasks/bulk/retry", {"ids": sorted(ids) + ["nope"],
+                                                 "dry_run": True})
+    assert dry_retry.json()["counts"] == {"would_retry": 3, "not_found": 1}
+    retry = stack.post("/tasks/bulk/retry", {"ids": sorted(ids) + ["nope"]})
+    assert retry.status_code == 200, retry.text
+    outcomes = {r["id"]: r for r in retry.json()["results"]}
+    assert outcomes["nope"]["outcome"] == "not_found"
+    new_ids = [outcomes[i]["new_id"] for i in ids]
+    assert all(stack.row(n)["retry_of"] in ids for n in new_ids)
+    twice = stack.post("/tasks/bulk/retry", {"ids": sorted(ids)})
+    assert twice.json()["counts"] == {"conflict": 3}     # idempotent: already retried
+
+
+def test_bulk_limits_and_validation(stack: Stack) -> None:
+    too_many = stack.post("/tasks/bulk/cancel", {"ids": [f"t{i}" for i in range(51)]})
+    assert too_many.status_code == 400
+    assert too_many.json()["detail"]["max_tasks"] == 50
+    for body in ({}, {"ids": ["a"], "filter": {}}, {"ids": "a"}, {"filter": {"bogus": 1}},
+                 {"filter": {"state": "NOPE"}}, {"ids": ["a"], "dry_run": "yes"},
+                 {"ids": ["a"], "limit": 0}, [1, 2]):
+        response = stack.post("/tasks/bulk/retry", body)
+        assert response.status_code == 400, (body, response.text)
+    assert stack.post("/tasks/bulk/explode", {"ids": ["a"]}).status_code == 404
+
+
+def test_openapi_describes_every_action_route(stack: Stack) -> None:
+    paths = requests.get(f"{stack.monitor.api}/openapi.json", timeout=10).json()["paths"]
+    for path in ("/tasks/{task_id}/cancel", "/tasks/{task_id}/retry", "/tasks/bulk/cancel",
+                 "/tasks/bulk/retry"):
+        assert "post" in paths[path]
+        responses = paths[path]["post"]["responses"]
+        assert {"200", "401", "403", "503"} <= set(responses)
