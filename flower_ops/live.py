@@ -1,0 +1,497 @@
+"""The live feed: change capture, coalescing, seq, replay buffer, fan-out.
+
+No HTTP here: ``handlers/ws.py`` adapts a WebSocket to a ``Subscriber``.
+
+* Changes come from ``TaskIndex`` (its ``change_listeners``), on the IOLoop
+  thread. They are only collected (a set add); a flush coalesces them at most
+  every ``ws_flush_seconds``, so a task that went RECEIVED -> STARTED ->
+  SUCCESS within one window costs one update.
+* Every message is serialized once per distinct filter set and the same
+  string goes to every subscriber of that set.
+* Every message gets the next ``seq`` (strictly increasing for each client;
+  gaps are normal). Deltas are kept in a bounded replay buffer, so a client
+  that reconnects with its last seq gets exactly what it missed, else a fresh
+  snapshot. The first seq is the start time in milliseconds, so a client of a
+  restarted monitor never sees seq go backwards.
+* Each subscriber has a bounded queue (messages written but not yet flushed
+  to its socket). A subscriber over its bound is dropped, never waited for.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from .errors import InvalidQuery, Unavailable
+from .models import TASK_STATES, TaskQuery
+from .services.tasks import task_summary
+
+if TYPE_CHECKING:
+    from .plugin import FlowerOps
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_TASKS = 50
+MAX_SNAPSHOT_TASKS = 500
+MAX_FILTER_VALUES = 50
+MAX_FILTER_TEXT = 256
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_FORBIDDEN = 4003
+CLOSE_TOO_SLOW = 4008
+
+
+def encode(value: Any) -> str:
+    # Task data may hold anything (NaN, objects); never fail a message over it.
+    try:
+        return json.dumps(value, default=str, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        return json.dumps(_finite(value), default=str, separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# -- filters --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a subscriber wants: any of ``states``, any of ``names``, any of ``queues``."""
+
+    states: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()
+    queues: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.states or self.names or self.queues)
+
+    def matches(self, task: dict[str, Any]) -> bool:
+        return ((not self.states or task.get("state") in self.states)
+                and (not self.names or task.get("name") in self.names)
+                and (not self.queues or task.get("queue") in self.queues))
+
+    def as_json(self) -> dict[str, list[str]]:
+        return {"state": sorted(self.states), "name": sorted(self.names),
+                "queue": sorted(self.queues)}
+
+    def queries(self, limit: int) -> list[TaskQuery]:
+        """Index queries whose union is this filter (the index takes one name/queue)."""
+        names: Iterable[str | None] = sorted(self.names) or [None]
+        queues = sorted(self.queues) or [None]
+        return [TaskQuery(states=self.states, name=n, queue=q, limit=limit)
+                for n in names for q in queues]
+
+
+ALL = Filters()
+
+
+def parse_filters(raw: Any) -> Filters:
+    """``{"state": [...], "name": [...], "queue": [...]}``; strings or lists."""
+    if raw is None:
+        return ALL
+    if not isinstance(raw, dict):
+        raise InvalidQuery("filters must be an object")
+    aliases = {"state": "states", "states": "states", "name": "names", "names": "names",
+               "queue": "queues", "queues": "queues"}
+    unknown = sorted(set(raw) - set(aliases))
+    if unknown:
+        raise InvalidQuery("unknown filter", {"unknown": unknown, "allowed": ["state", "name",
+                                                                           "queue"]})
+    values: dict[str, frozenset[str]] = {}
+    for key, value in raw.items():
+        if value is None or value == "":
+            continue
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise InvalidQuery(f"filter {key} must be a string or a list of strings")
+        items = [v.strip() for v in items if v.strip()]
+        if len(items) > MAX_FILTER_VALUES or any(len(v) > MAX_FILTER_TEXT for v in items):
+            raise InvalidQuery(f"filter {key} is too long")
+        target = aliases[key]
+        values[target] = values.get(target, frozenset()) | frozenset(items)
+    states = frozenset(s.upper() for s in values.get("states", frozenset()))
+    bad = sorted(states - set(TASK_STATES))
+    if bad:
+        raise InvalidQuery("unknown state", {"unknown": bad, "allowed": list(TASK_STATES)})
+    names = values.get("names", frozenset())
+    queues = values.get("queues", frozenset())
+    if len(names) * max(1, len(queues)) > MAX_FILTER_VALUES:
+        raise InvalidQuery("too many name and queue combinations")
+    return Filters(states=states, names=names, queues=queues)
+
+
+def parse_limit(raw: Any) -> int:
+    if raw is None:
+        return SNAPSHOT_TASKS
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_SNAPSHOT_TASKS:
+        raise InvalidQuery(f"limit must be an integer between 1 and {MAX_SNAPSHOT_TASKS}")
+    return raw
+
+
+# -- subscribers ----------------------------------------------------------------------
+
+
+class Subscriber:
+    """One client of the feed, with a bounded queue of unflushed messages.
+
+    ``write`` hands a message to the transport and returns an awaitable that
+    completes when it left our buffers (Tornado's ``write_message``);
+    ``close`` closes the transport with a code and reason.
+    """
+
+    def __init__(self, *, write: Callable[[bytes], Awaitable[None] | None],
+                 close: Callable[[int, str], None], max_messages: int,
+                 max_bytes: int) -> None:
+        self._write = write
+        self._close = close
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.filters: Filters = ALL
+        self.limit = SNAPSHOT_TASKS
+        self.pending_messages = 0
+        self.pending_bytes = 0
+        self.last_seq: int | None = None
+        self.closed = False
+        self.dropped = False
+        self.on_drop: Callable[[Subscriber], None] | None = None
+
+    def send(self, message: bytes, seq: int) -> bool:
+        """Queue one message; drops the subscriber instead of queueing past its bound."""
+        if self.closed:
+            return False
+        size = len(message)
+        if (self.pending_messages >= self.max_messages
+                or (self.pending_messages and self.pending_bytes + size > self.max_bytes)):
+            self.drop()
+            return False
+        try:
+            result = self._write(message)
+        except Exception:  # noqa: BLE001 - a closed transport; the handler detaches it
+            self.closed = True
+            return False
+        self.last_seq = seq
+        if result is None:
+            return True
+        self.pending_messages += 1
+        self.pending_bytes += size
+        add_done = getattr(result, "add_done_callback", None)
+        if add_done is None:  # pragma: no cover - every Tornado write returns a future
+            self.pending_messages -= 1
+            self.pending_bytes -= size
+            return True
+        add_done(lambda fut: self._written(fut, size))
+        return True
+
+    def _written(self, future: Any, size: int) -> None:
+        self.pending_messages -= 1
+        self.pending_bytes -= size
+        if not future.cancelled() and future.exception() is not None:
+            self.closed = True
+
+    def drop(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.dropped = True
+        if self.on_drop is not None:
+            self.on_drop(self)
+        try:
+            self._close(CLOSE_TOO_SLOW, "client too slow, reconnect")
+        except Exception:
+            logger.debug("closing a slow feed client failed", exc_info=True)
+
+
+# -- the feed ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Delta:
+    seq: int
+    time: float
+    tasks: list[dict[str, Any]]
+    removed: list[str]
+    prev_states: dict[str, str | None]
+    encoded: dict[Filters, bytes] = field(default_factory=dict)
+
+
+class LiveFeed:
+    """Fans task changes and periodic snapshots out to subscribers."""
+
+    def __init__(self, ops: FlowerOps, *, io_loop: IOLoop | None = None) -> None:
+        config = ops.config
+        self.ops = ops
+        self.io_loop = io_loop or ops.io_loop
+        self.flush_seconds = config.ws_flush_seconds
+        self.snapshot_seconds = config.ws_snapshot_seconds
+        self.replay_capacity = config.ws_replay_buffer_size
+        self.client_queue_size = config.ws_client_queue_size
+        self.client_buffer_bytes = config.ws_client_buffer_bytes
+        self.subscribers: set[Subscriber] = set()
+        self._seq = int(time.time() * 1000)
+        self._floor = self._seq
+        self._pending: set[str] = set()
+        self._prev_states: dict[str, str | None] = {}
+        self._flush_handle: object | None = None
+        self._last_flush = 0.0
+        self._buffer: deque[_Delta] = deque()
+        self._buffered_tasks = 0
+        self._timer: PeriodicCallback | None = None
+        self.stats = {"flushes": 0, "task_updates": 0, "snapshots": 0, "dropped": 0,
+                      "messages": 0}
+
+    # -- lifecycle (IOLoop thread) -------------------------------------------------
+
+    def start(self) -> None:
+        self.ops.index.change_listeners.append(self.on_changes)
+        self.ops.index.observers.append(self._on_transition)
+        self._timer = PeriodicCallback(self.broadcast_snapshot, self.snapshot_seconds * 1000)
+        self._timer.start()
+
+    def stop(self) -> None:
+        if self.on_changes in self.ops.index.change_listeners:
+            self.ops.index.change_listeners.remove(self.on_changes)
+        if self._on_transition in self.ops.index.observers:
+            self.ops.index.observers.remove(self._on_transition)
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if self._flush_handle is not None:
+            self.io_loop.remove_timeout(self._flush_handle)
+            self._flush_handle = None
+        for subscriber in list(self.subscribers):
+            subscriber.closed = True
+            try:
+                subscriber._close(CLOSE_GOING_AWAY, "monitor stopping")
+            except Exception:
+                logger.debug("closing a feed client failed", exc_info=True)
+        self.subscribers.clear()
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def subscriber(self, *, write: Callable[[bytes], Any],
+                   close: Callable[[int, str], None]) -> Subscriber:
+        sub = Subscriber(write=write, close=close, max_messages=self.client_queue_size,
+                         max_bytes=self.client_buffer_bytes)
+        sub.on_drop = self._dropped
+        return sub
+
+    def _dropped(self, sub: Subscriber) -> None:
+        self.stats["dropped"] += 1
+        self.subscribers.discard(sub)
+        logger.info("dropped a slow live feed client (%d messages, %d bytes queued)",
+                    sub.pending_messages, sub.pending_bytes)
+
+    def attach(self, sub: Subscriber, *, resume_seq: int | None = None) -> None:
+        """Start feeding ``sub``: what it missed since ``resume_seq``, else a snapshot."""
+        self.subscribers.add(sub)
+        if resume_seq is not None and self.replay(sub, resume_seq):
+            return
+        self.send_snapshot(sub, resync=resume_seq is not None)
+
+    def detach(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    def subscribe(self, sub: Subscriber, filters: Filters, limit: int) -> None:
+        sub.filters = filters
+        sub.limit = limit
+        self.send_snapshot(sub)
+
+    def send(self, sub: Subscriber, message: dict[str, Any]) -> None:
+        """A control message to one subscriber (error, pong, resumed)."""
+        seq = self.next_seq()
+        sub.send(encode({**message, "seq": seq}).encode(), seq)
+
+    # -- change capture and coalescing ---------------------------------------------
+
+    def on_changes(self, changed: set[str]) -> None:
+        self._pending.update(changed)
+        if self._flush_handle is None:
+            now = self.io_loop.time()
+            delay = max(0.01, self._last_flush + self.flush_seconds - now)
+            self._flush_handle = self.io_loop.call_later(delay, self.flush)
+
+    def _on_transition(self, uuid: str, old_state: str | None, task: Any) -> None:
+        # The state a task had at the last flush, so a client filtering by
+        # state learns that a task left its filter.
+        if uuid not in self._prev_states:
+            self._prev_states[uuid] = old_state
+
+    def flush(self) -> None:
+        self._flush_handle = None
+        self._last_flush = self.io_loop.time()
+        pending, self._pending = self._pending, set()
+        prev_states, self._prev_states = self._prev_states, {}
+        if not pending:
+            return
+        data = self.ops.index.state.tasks.data
+        tasks: list[dict[str, Any]] = []
+        removed: list[str] = []
+        for uuid in pending:
+            task = data.get(uuid)
+            if task is None:
+                removed.append(uuid)
+            else:
+                tasks.append(task_summary(task))
+        if not tasks and not removed:
+            return
+        tasks.sort(key=_task_time)
+        delta = _Delta(seq=self.next_seq(), time=time.time(), tasks=tasks, removed=removed,
+                       prev_states={t["id"]: prev_states[t["id"]] for t in tasks
+                                    if t["id"] in prev_states})
+        self._remember(delta)
+        self.stats["flushes"] += 1
+        for sub in list(self.subscribers):
+            message = self._delta_message(delta, sub.filters)
+            if message is not None and sub.send(message, delta.seq):
+                self.stats["messages"] += 1
+        # Only the raw tasks stay in the replay buffer
+        delta.encoded = {}
+
+    def _delta_message(self, delta: _Delta, filters: Filters) -> bytes | None:
+        cached = delta.encoded.get(filters)
+        if cached is not None:
+            return cached or None
+        tasks = delta.tasks if filters.empty else [t for t in delta.tasks
+                                                   if _wants(filters, t, delta.prev_states)]
+        if not tasks and not delta.removed:
+            delta.encoded[filters] = b""
+            return None
+        message = encode({"type": "tasks", "seq": delta.seq, "time": delta.time,
+                          "tasks": tasks, "removed": delta.removed}).encode()
+        delta.encoded[filters] = message
+        return message
+
+    def _remember(self, delta: _Delta) -> None:
+        if self.replay_capacity <= 0:
+            self._floor = delta.seq
+            return
+        self._buffer.append(delta)
+        self._buffered_tasks += len(delta.tasks) + len(delta.removed)
+        while self._buffered_tasks > self.replay_capacity and self._buffer:
+            old = self._buffer.popleft()
+            self._buffered_tasks -= len(old.tasks) + len(old.removed)
+            self._floor = old.seq
+
+    def replay(self, sub: Subscriber, since_seq: int) -> bool:
+        """Send the deltas after ``since_seq``; False when they are no longer all held."""
+        if since_seq < self._floor or since_seq > self._seq:
+            return False
+        replayed = 0
+        for delta in self._buffer:
+            if delta.seq <= since_seq:
+                continue
+            message = self._delta_message(delta, sub.filters)
+            delta.encoded = {}
+            if message is not None:
+                if not sub.send(message, delta.seq):
+                    return True
+                replayed += 1
+        self.send(sub, {"type": "resumed", "from_seq": since_seq, "replayed": replayed})
+        return True
+
+    # -- snapshots ------------------------------------------------------------------
+
+    def snapshot_parts(self) -> dict[str, Any]:
+        ops = self.ops
+        parts: dict[str, Any] = {"stats": ops.stats.stats(),
+                                 "workers": ops.workers.list().get("workers", [])}
+        try:
+            parts["queues"] = ops.queues.list().get("queues", [])
+        except Unavailable as exc:
+            parts["queues"] = None
+            parts["queues_error"] = exc.message
+        parts["alerts"] = parts["stats"].get("alerts", [])
+        return parts
+
+    def snapshot_tasks(self, filters: Filters, limit: int) -> dict[str, Any]:
+        queries = filters.queries(limit)
+        pages = [self.ops.tasks.list_memory(q) for q in queries]
+        if len(pages) == 1:
+            return {"tasks": pages[0].tasks, "total": pages[0].total}
+        merged = sorted((t for p in pages for t in p.tasks), key=_task_time, reverse=True)
+        return {"tasks": merged[:limit], "total": sum(p.total for p in pages)}
+
+    def _snapshot_message(self, seq: int, parts_json: str, filters: Filters, limit: int,
+                          resync: bool = False) -> bytes:
+        tasks = self.snapshot_tasks(filters, limit)
+        head = encode({"type": "snapshot", "seq": seq, "time": time.time(),
+                       "filters": filters.as_json(), "resync": resync, **tasks})
+        # The shared parts are encoded once per snapshot round, then spliced in.
+        return f"{head[:-1]},{parts_json[1:]}".encode()
+
+    def send_snapshot(self, sub: Subscriber, *, resync: bool = False) -> None:
+        seq = self.next_seq()
+        parts_json = encode(self.snapshot_parts())
+        sub.send(self._snapshot_message(seq, parts_json, sub.filters, sub.limit, resync), seq)
+
+    def broadcast_snapshot(self) -> None:
+        if not self.subscribers:
+            return
+        try:
+            self._broadcast_snapshot()
+        except Exception:
+            logger.exception("live feed snapshot failed")
+
+    def _broadcast_snapshot(self) -> None:
+        seq = self.next_seq()
+        parts_json = encode(self.snapshot_parts())
+        messages: dict[tuple[Filters, int], bytes] = {}
+        self.stats["snapshots"] += 1
+        for sub in list(self.subscribers):
+            key = (sub.filters, sub.limit)
+            message = messages.get(key)
+            if message is None:
+                message = messages[key] = self._snapshot_message(seq, parts_json, *key)
+            sub.send(message, seq)
+
+
+def _task_time(task: dict[str, Any]) -> float:
+    return float(task.get("sent") or task.get("received") or task.get("started")
+                 or task.get("timestamp") or 0.0)
+
+
+def _wants(filters: Filters, task: dict[str, Any], prev_states: dict[str, str | None]) -> bool:
+    if filters.matches(task):
+        return True
+    # A task that just left a state filter is still sent once, so clients can
+    # drop it from a list filtered by state.
+    if filters.states and prev_states.get(task["id"]) in filters.states:
+        return filters.matches({**task, "state": prev_states[task["id"]]})
+    return False
+
+
+def extend(ops: FlowerOps) -> None:
+    from .handlers.ws import register
+
+    feed = LiveFeed(ops)
+    ops.live = feed  # type: ignore[attr-defined]
+    ops.on_start.append(feed.start)
+    ops.on_stop.append(feed.stop)
+    register(ops)
+
+
+__all__ = ["ALL", "Filters", "LiveFeed", "Subscriber", "encode", "extend", "parse_filters",
+           "parse_limit"]
