@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def load_into_worker(app: Any) -> int:
 
     try:
         ids = RevocationMarkers(app).recent()
-    except Exception:  # noqa: BLE001 - a worker must start even when Redis hiccups
+    except Exception:
         logger.warning("flower-ops: could not load revoked task markers", exc_info=True)
         return 0
     for task_id in ids:

@@ -6,13 +6,14 @@ their OpenAPI description.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..plugin import FlowerOps
 
 
-def extend(ops: "FlowerOps") -> None:
+def extend(ops: FlowerOps) -> None:
     from ..plugin import API_BASE
     from ..revocations import RevocationMarkers
     from . import openapi_paths

@@ -21,7 +21,7 @@ FILTER_KEYS = frozenset({"state", "name", "worker", "queue", "search", "since", 
 @dataclass(frozen=True)
 class BulkRequest:
     ids: list[str] | None
-    query: "TaskQuery | None"
+    query: TaskQuery | None
     limit: int
     dry_run: bool
     force: bool
@@ -84,7 +84,7 @@ def parse_bulk_request(body: dict[str, Any], *, max_tasks: int) -> BulkRequest:
 
 class ActionHandler(ApiHandler):
     @property
-    def actions(self) -> "TaskActionService":
+    def actions(self) -> TaskActionService:
         return self.ops.actions  # type: ignore[attr-defined, no-any-return]
 
 

@@ -20,9 +20,10 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Conflict, FlowerOpsError, NotFound, Unavailable
 from ..payload import decode_args, encode_exact
@@ -110,7 +111,7 @@ class TaskActionService:
         self._run_blocking = run_blocking
         self._broker_timeout = broker_timeout_seconds
         # retry links when there is no database (and before it is read back)
-        self._retried_as: "OrderedDict[str, str]" = OrderedDict()
+        self._retried_as: OrderedDict[str, str] = OrderedDict()
 
     # -- public API ------------------------------------------------------------
 
@@ -137,8 +138,8 @@ class TaskActionService:
         return {"action": action, "dry_run": dry_run, "requested": len(ids), "counts": counts,
                 "results": results, "audit": "database" if self.store else "log"}
 
-    async def select(self, action: str, query: "TaskQuery", *, list_tasks: Callable[
-            ["TaskQuery"], Awaitable[Any]], limit: int) -> tuple[list[str], str | None]:
+    async def select(self, action: str, query: TaskQuery, *, list_tasks: Callable[
+            [TaskQuery], Awaitable[Any]], limit: int) -> tuple[list[str], str | None]:
         """Ids of up to ``limit`` tasks matching a ``GET /tasks`` query, narrowed
         to the states ``action`` applies to; and the cursor of the rest."""
         allowed = CANCELLABLE if action == "cancel" else RETRYABLE
@@ -200,7 +201,7 @@ class TaskActionService:
         for task_id in ids:
             try:
                 meta = backend.get_task_meta(task_id)
-            except Exception:  # noqa: BLE001 - the backend is only a fallback source
+            except Exception:
                 logger.warning("result backend lookup failed for %s", task_id, exc_info=True)
                 break
             state = meta.get("status")
@@ -316,7 +317,7 @@ class TaskActionService:
         covers one that started since we looked."""
         try:
             self.markers.add(task_ids)
-        except Exception as exc:  # noqa: BLE001 - Redis errors of any client
+        except Exception as exc:
             raise Unavailable("broker unavailable", {"reason": str(exc)[:300]}) from exc
         try:
             with self._broker() as conn:
@@ -325,7 +326,7 @@ class TaskActionService:
         except Unavailable:
             try:
                 self.markers.discard(task_ids)
-            except Exception:  # noqa: BLE001 - best effort; markers expire anyway
+            except Exception:
                 logger.warning("could not remove revoke markers", exc_info=True)
             raise
 
@@ -395,7 +396,7 @@ class TaskActionService:
                                 retry_policy={"max_retries": 2, "interval_start": 0,
                                               "interval_step": 0.2, "interval_max": 0.5},
                                 **options)
-        except Exception as exc:  # noqa: BLE001 - kombu/redis/amqp raise many kinds
+        except Exception as exc:
             raise Unavailable("broker unavailable", {"reason": str(exc)[:300]}) from exc
 
     def _remember_retry(self, original_id: str, new_id: str) -> None:
@@ -421,13 +422,13 @@ class TaskActionService:
             try:
                 conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2,
                                        interval_max=0.2, timeout=self._broker_timeout)
-            except Exception as exc:  # noqa: BLE001 - kombu's errors vary by transport
+            except Exception as exc:
                 raise Unavailable("broker unavailable", {"reason": str(exc)[:300]}) from exc
             try:
                 yield conn
             except FlowerOpsError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the broker dropped us mid-way
+            except Exception as exc:
                 raise Unavailable("broker unavailable", {"reason": str(exc)[:300]}) from exc
         finally:
             conn.release()
@@ -448,7 +449,7 @@ class TaskActionService:
             return
         try:
             self.store.audit(records)
-        except Exception:  # noqa: BLE001 - the action's answer matters more than this row
+        except Exception:
             logger.warning("could not write %d audit record(s)", len(records), exc_info=True)
 
     def _audit_error(self, subject: str, action: str, decisions: list[Decision],

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -162,7 +163,7 @@ class ActionStore:
         self._url = database_url
         self._connect_timeout = connect_timeout_seconds
         self._statement_timeout_ms = int(statement_timeout_seconds * 1000)
-        self._idle: "queue.LifoQueue[psycopg.Connection]" = queue.LifoQueue(pool_max_size)
+        self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue(pool_max_size)
         self._migrated = False
         self._lock = threading.Lock()
 
@@ -220,9 +221,8 @@ class ActionStore:
     def transaction(self) -> Iterator[ActionTransaction]:
         """Everything written through the yielded object commits when the
         block ends normally and rolls back when it raises."""
-        with self._connection() as conn:
-            with conn.transaction():
-                yield ActionTransaction(conn)
+        with self._connection() as conn, conn.transaction():
+            yield ActionTransaction(conn)
 
     def rows(self, task_ids: Sequence[str]) -> dict[str, StoredTask]:
         if not task_ids:
