@@ -71,7 +71,8 @@ def main() -> None:
     """
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+              add_help_option=False)
 @click.pass_context
 def demo(ctx: click.Context) -> None:
     """Run the embedded demo: Redis, PostgreSQL, workers, beat, sync worker, monitor."""
