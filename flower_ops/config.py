@@ -135,6 +135,9 @@ class AlertThresholds:
     stuck_task_seconds: float = 600.0
     stuck_runtime_factor: float = 10.0
     stuck_min_samples: int = 20
+    # floor for the "far beyond its usual runtime" rule, so a task that
+    # usually takes 5 ms is not stuck at 50 ms
+    stuck_min_seconds: float = 30.0
     backlog_messages: int = 100
     backlog_seconds: float = 60.0
     saturated_seconds: float = 120.0
@@ -205,6 +208,7 @@ class MonitorConfig:
                 stuck_runtime_factor=env.float("FLOWER_OPS_STUCK_RUNTIME_FACTOR", 10.0,
                                                minimum=1.0),
                 stuck_min_samples=env.int("FLOWER_OPS_STUCK_MIN_SAMPLES", 20, minimum=1),
+                stuck_min_seconds=env.float("FLOWER_OPS_STUCK_MIN_SECONDS", 30.0, minimum=0.0),
                 backlog_messages=env.int("FLOWER_OPS_BACKLOG_MESSAGES", 100, minimum=1),
                 backlog_seconds=env.float("FLOWER_OPS_BACKLOG_SECONDS", 60.0, minimum=0.0),
                 saturated_seconds=env.float("FLOWER_OPS_SATURATED_SECONDS", 120.0,

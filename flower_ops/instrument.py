@@ -9,8 +9,10 @@ One call turns on what the monitor needs:
   Celery copies those into the message headers and into its ``task-sent`` and
   ``task-received`` events, so every consumer of events sees exact values.
   The cost is one JSON encoding per publish of data Celery serializes anyway;
-* a publish timestamp header, so the age of the oldest queued message can be
-  read from the broker;
+* a publish timestamp header (and the AMQP ``timestamp`` property), so the age
+  of the oldest queued message can be read from the broker;
+* a ``flower_ops_stats`` inspect command in workers that reports the current
+  RSS of the worker and its pool processes (see ``health/worker_command.py``);
 * revokes that survive restarts: at start-up a worker loads the task ids the
   monitor cancelled recently (see ``revocations.py``).
 """
@@ -39,7 +41,10 @@ class ExactArgsAMQP(AMQP):
             if exact_args is not None and exact_kwargs is not None:
                 options["argsrepr"], options["kwargsrepr"] = exact_args, exact_kwargs
         message = super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
-        message.headers[PUBLISHED_AT_HEADER] = time.time()
+        now = time.time()
+        message.headers[PUBLISHED_AT_HEADER] = now
+        # RabbitMQ's management API reports the head message's timestamp
+        message.properties.setdefault("timestamp", int(now))
         return message
 
 
@@ -56,6 +61,7 @@ def instrument(app: Celery, *, exact_args: bool = True) -> Celery:
     if exact_args:
         _use_exact_amqp(app)
     _load_revocations_at_worker_start(app)
+    _register_worker_command()
     setattr(app, _INSTRUMENTED_ATTR, True)
     return app
 
@@ -69,6 +75,12 @@ def _load_revocations_at_worker_start(app: Celery) -> None:
 
     # weak=False: the closure has no other owner
     signals.worker_init.connect(on_worker_init, weak=False)
+
+
+def _register_worker_command() -> None:
+    from .health.worker_command import register
+
+    register()
 
 
 def _use_exact_amqp(app: Celery) -> None:

@@ -94,7 +94,20 @@ BASE: dict[str, Any] = {
                                      "runtime": {"type": "object"},
                                      "workers": {"type": "object"},
                                      "queues": {"type": "object"},
-                                     "alerts": {"type": "array", "items": {"type": "object"}},
+                                     "alerts": {"type": "array", "items": {
+                                         "type": "object",
+                                         "required": ["kind", "subject", "severity", "since",
+                                                      "message"],
+                                         "properties": {
+                                             "id": {"type": "string"},
+                                             "kind": {"type": "string"},
+                                             "subject": {"type": "string"},
+                                             "severity": {"type": "string",
+                                                          "enum": ["warning", "critical"]},
+                                             "since": {"type": "number"},
+                                             "message": {"type": "string"},
+                                             "raised_at": {"type": "number"},
+                                             "details": {"type": "object"}}}},
                                  }}),
                           **_errors(401, 403)}}},
         "/tasks": {"get": {
@@ -138,12 +151,15 @@ BASE: dict[str, Any] = {
                 "workers": {"type": "array", "items": {"type": "object", "properties": {
                     "hostname": {"type": "string"},
                     "status": {"type": "string", "enum": ["online", "offline"]},
-                    "active": NULLABLE_INT, "processed": NULLABLE_INT,
+                    "active": NULLABLE_INT, "reserved": NULLABLE_INT,
+                    "processed": NULLABLE_INT,
                     "loadavg": {"type": "array", "nullable": True, "items": {"type": "number"}},
                     "memory": {"type": "object"}, "pool": {"type": "object"},
                     "max_concurrency": NULLABLE_INT,
                     "queues": {"type": "array", "items": {"type": "string"}},
-                    "last_heartbeat": NULLABLE_NUMBER}}}}}),
+                    "last_heartbeat": NULLABLE_NUMBER,
+                    "heartbeat_age_seconds": NULLABLE_NUMBER,
+                    "offline_since": NULLABLE_NUMBER}}}}}),
                           **_errors(401, 403)}}},
         "/queues": {"get": {
             "summary": "Queues", "operationId": "listQueues",
@@ -152,8 +168,15 @@ BASE: dict[str, Any] = {
                     "name": {"type": "string"}, "messages": NULLABLE_INT,
                     "unacked": NULLABLE_INT, "consumers": NULLABLE_INT,
                     "rate_in": NULLABLE_NUMBER, "rate_out": NULLABLE_NUMBER,
-                    "oldest_message_age_seconds": NULLABLE_NUMBER}}},
-                "broker": {"type": "object"}}}),
+                    "oldest_message_age_seconds": NULLABLE_NUMBER,
+                    "by_priority": {"type": "object",
+                                    "additionalProperties": {"type": "integer"}}}}},
+                "broker": {"type": "object", "properties": {
+                    "transport": {"type": "string"}, "supported": {"type": "boolean"},
+                    "source": {"type": "string",
+                               "description": "redis, rabbitmq-management or "
+                                              "amqp-passive-declare"},
+                    "detail": NULLABLE_STRING}}}}),
                           **_errors(401, 403, 503)}}},
         "/token": {"post": {
             "summary": "Exchange Flower credentials for a short-lived API token",

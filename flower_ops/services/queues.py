@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any, Callable, Iterable
 
 from ..errors import Unavailable
-from ..sources.broker import BrokerSnapshot, RedisQueueSource
+from ..sources.broker import BrokerSnapshot, QueueSource
 
 logger = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ RATE_WINDOW_SECONDS = 60.0
 
 
 class QueueService:
-    def __init__(self, *, source: RedisQueueSource | None, transport: str,
+    def __init__(self, *, source: QueueSource | None, transport: str,
                  queue_names: Callable[[], Iterable[str]],
                  consumers: Callable[[], dict[str, int]]) -> None:
         self.source = source
@@ -55,6 +55,23 @@ class QueueService:
         self._depth_history.append(
             (snapshot.taken_at, {n: q.messages for n, q in snapshot.queues.items()}))
 
+    def growth(self, name: str, seconds: float, now: float) -> int | None:
+        """Change in ready messages of ``name`` over about the last ``seconds``."""
+        since = now - seconds
+        history = [h for h in self._depth_history if h[0] >= since]
+        if len(history) < 2:
+            return None
+        return history[-1][1].get(name, 0) - history[0][1].get(name, 0)
+
+    def consumers_of(self, name: str) -> int | None:
+        """Consumers of a queue: the broker's count where it reports one, else
+        the workers' active queues (None before any worker answered inspect)."""
+        snapshot = self.snapshot
+        depth = snapshot.queues.get(name) if snapshot is not None else None
+        if depth is not None and depth.consumers is not None:
+            return depth.consumers
+        return self._consumers().get(name, 0)
+
     def rates(self, name: str, now: float) -> tuple[float | None, float | None]:
         """(rate_in, rate_out) in messages/s over the last minute.
 
@@ -76,19 +93,24 @@ class QueueService:
         now = time.time()
         snapshot = self.snapshot
         if self.source is None:
+            detail = "queue depths are read from Redis and RabbitMQ brokers"
             return {"queues": [], "broker": {"transport": self.transport, "supported": False,
-                                             "detail": "queue depths are read from Redis brokers"}}
+                                             "detail": detail}}
         if snapshot is None:
             raise Unavailable("broker not reachable yet", {"error": self.last_error})
         consumers = self._consumers()
         queues = []
         for name, depth in sorted(snapshot.queues.items()):
-            rate_in, rate_out = self.rates(name, now)
+            if depth.rate_in is not None or depth.rate_out is not None:
+                rate_in, rate_out = depth.rate_in, depth.rate_out
+            else:
+                rate_in, rate_out = self.rates(name, now)
             queues.append({
                 "name": name,
                 "messages": depth.messages,
                 "unacked": depth.unacked,
-                "consumers": consumers.get(name, 0),
+                "consumers": (depth.consumers if depth.consumers is not None
+                              else consumers.get(name, 0)),
                 "rate_in": rate_in,
                 "rate_out": rate_out,
                 "oldest_message_age_seconds": depth.oldest_message_age_seconds,
@@ -98,6 +120,7 @@ class QueueService:
             "queues": queues,
             "broker": {
                 "transport": snapshot.transport, "supported": True, "source": snapshot.source,
+                "detail": snapshot.detail,
                 "unacked_total": snapshot.unacked_total,
                 "refreshed_at": snapshot.taken_at, "age_seconds": round(now - snapshot.taken_at, 3),
                 "error": self.last_error,

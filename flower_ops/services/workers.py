@@ -3,17 +3,62 @@
 Inspect broadcasts are slow (they wait for every worker's reply); they run in
 the background on a timer and requests are answered from the cache, with its
 age, never waiting on a broadcast.
+
+``probed`` holds the replies of our own ``flower_ops_stats`` command
+(``health/probe.py``): current RSS per process, active and reserved counts.
+Workers that do not run ``instrument(app)`` never answer it; for them memory
+is Celery's ``rusage.maxrss`` (labelled ``max_rss``).
 """
 from __future__ import annotations
 
 import time
 from typing import Any, Mapping
 
+# A probe reply older than this is not used for live counts
+PROBE_FRESH_SECONDS = 60.0
+
 
 class WorkerService:
     def __init__(self, *, state: Any, inspected: Mapping[str, dict[str, Any]]) -> None:
         self.state = state
         self.inspected = inspected
+        self.probed: Mapping[str, dict[str, Any]] = {}
+
+    def _probe(self, hostname: str, now: float | None = None) -> dict[str, Any] | None:
+        reply = self.probed.get(hostname)
+        if not reply:
+            return None
+        received = reply.get("received_at") or 0.0
+        if (now or time.time()) - received > PROBE_FRESH_SECONDS:
+            return None
+        return reply
+
+    def pool_usage(self, hostname: str, worker: Any) -> tuple[int | None, int | None]:
+        """(busy pool slots, pool size) from the freshest source at hand."""
+        probe = self._probe(hostname)
+        stats = (self.inspected.get(hostname) or {}).get("stats") or {}
+        slots = (stats.get("pool") or {}).get("max-concurrency")
+        if probe is not None:
+            slots = slots or (probe.get("pool") or {}).get("max_concurrency")
+        # Heartbeats (every 2 s) carry the active count; the probe is slower
+        active = getattr(worker, "active", None)
+        if active is None and probe is not None:
+            active = probe.get("active")
+        return active, slots
+
+    def reserved_count(self, hostname: str) -> int | None:
+        probe = self._probe(hostname)
+        if probe is not None:
+            return probe.get("reserved")
+        reserved = (self.inspected.get(hostname) or {}).get("reserved")
+        return len(reserved) if isinstance(reserved, list) else None
+
+    def consumers_known(self) -> bool:
+        """True once every live worker has answered ``active_queues``."""
+        for hostname, worker in list(self.state.workers.items()):
+            if worker.alive and "active_queues" not in (self.inspected.get(hostname) or {}):
+                return False
+        return True
 
     def hostnames(self) -> list[str]:
         return sorted(set(self.state.workers.keys()) | set(self.inspected.keys()))
@@ -46,10 +91,12 @@ class WorkerService:
         heartbeats = list(getattr(worker, "heartbeats", None) or ())
         last_heartbeat = heartbeats[-1] if heartbeats else None
         alive = bool(worker is not None and worker.alive)
-        memory = info.get("flower_ops_memory")
+        probe = self._probe(hostname, now)
+        memory = probe if probe and probe.get("rss_bytes") else info.get("flower_ops_memory")
         if memory:
             memory_info = {"rss_bytes": memory.get("rss_bytes"), "kind": "rss",
-                           "processes": memory.get("processes")}
+                           "processes": memory.get("processes"),
+                           "measured_at": memory.get("timestamp")}
         else:
             maxrss_kb = (stats.get("rusage") or {}).get("maxrss")
             memory_info = {"rss_bytes": int(maxrss_kb) * 1024 if maxrss_kb else None,
@@ -59,22 +106,29 @@ class WorkerService:
         processed = getattr(worker, "processed", None) if worker is not None else None
         if processed is None and stats.get("total"):
             processed = sum(stats["total"].values())
+        if active is None and probe is not None:
+            active = probe.get("active")
+        probe_pool = (probe or {}).get("pool") or {}
+        max_concurrency = pool.get("max-concurrency") or probe_pool.get("max_concurrency")
         return {
             "hostname": hostname,
             "status": "online" if alive else "offline",
             "active": active,
+            "reserved": self.reserved_count(hostname),
             "processed": processed,
             "loadavg": getattr(worker, "loadavg", None) if worker is not None else None,
             "memory": memory_info,
             "pool": {
-                "implementation": pool.get("implementation"),
-                "max_concurrency": pool.get("max-concurrency"),
+                "implementation": pool.get("implementation") or probe_pool.get("implementation"),
+                "max_concurrency": max_concurrency,
                 "processes": pool.get("processes"),
             },
-            "max_concurrency": pool.get("max-concurrency"),
+            "max_concurrency": max_concurrency,
             "queues": sorted(q.get("name") for q in info.get("active_queues") or ()
                              if q.get("name")),
             "last_heartbeat": last_heartbeat,
+            "offline_since": (round(worker.heartbeat_expires, 3)
+                              if worker is not None and not alive and heartbeats else None),
             "heartbeat_age_seconds": round(now - last_heartbeat, 3) if last_heartbeat else None,
             "software": {"identity": getattr(worker, "sw_ident", None),
                          "version": getattr(worker, "sw_ver", None)} if worker else None,

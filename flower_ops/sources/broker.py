@@ -1,5 +1,9 @@
 """Queue depths straight from the broker.
 
+``queue_source_for`` picks the adapter for a broker URL: Redis here, RabbitMQ
+in ``rabbitmq.py``. Every adapter answers ``fetch(names) -> BrokerSnapshot``
+(blocking; the caller runs it on an executor thread) and ``close()``.
+
 Redis (kombu's layout): a queue is a list; priority sub-queues are lists named
 ``queue + sep + str(step)`` for every step but the first; unacknowledged
 messages live in one hash (``unacked``) whose values are JSON
@@ -11,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
 import redis
 
@@ -45,6 +49,11 @@ class QueueDepth:
     unacked: int | None
     oldest_message_age_seconds: float | None = None
     by_priority: dict[str, int] = field(default_factory=dict)
+    # Known only where the broker itself reports them (RabbitMQ); Redis gets
+    # consumers from the workers' active queues and rates from events.
+    consumers: int | None = None
+    rate_in: float | None = None
+    rate_out: float | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,16 @@ class BrokerSnapshot:
     unacked_total: int | None
     taken_at: float
     source: str
+    # Why this source and not a better one (e.g. the management API is down)
+    detail: str | None = None
+
+
+class QueueSource(Protocol):
+    transport: str
+
+    def fetch(self, queues: Iterable[str]) -> BrokerSnapshot: ...
+
+    def close(self) -> None: ...
 
 
 class RedisQueueSource:
@@ -149,8 +168,22 @@ def _message_age(raw: bytes | None, now: float) -> float | None:
         return None
 
 
-def queue_source_for(broker_url: str, transport_options: Mapping[str, Any]) -> RedisQueueSource | None:
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp", "librabbitmq")
+
+
+def queue_source_for(broker_url: str, transport_options: Mapping[str, Any], *,
+                     broker_api: str | None = None,
+                     use_ssl: Any = None) -> QueueSource | None:
+    """The queue adapter for ``broker_url``, or None where depths cannot be read.
+
+    ``broker_api`` is Flower's ``--broker_api`` (RabbitMQ management API URL).
+    """
     scheme = broker_url.split("://", 1)[0].lower()
-    if scheme in ("redis", "rediss", "sentinel") and scheme != "sentinel":
+    if scheme in ("redis", "rediss"):
         return RedisQueueSource(broker_url=broker_url, transport_options=transport_options)
+    if scheme in AMQP_SCHEMES:
+        from .rabbitmq import RabbitQueueSource
+
+        return RabbitQueueSource(broker_url=broker_url, broker_api=broker_api,
+                                 use_ssl=use_ssl)
     return None

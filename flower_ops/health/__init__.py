@@ -1,0 +1,49 @@
+"""Health: stuck and orphaned tasks, queue backlogs, offline and saturated
+workers, as alerts in ``/stats``, ``/alerts``, the live feed, Prometheus and
+an optional webhook (SPEC §9).
+
+``extend(ops)`` (called by ``install()``) sets:
+
+* ``ops.health`` — the ``HealthMonitor``;
+* ``ops.alert_provider`` — the active alerts ``/stats`` shows;
+* ``ops.alert_listeners`` — a list of callables ``listener(event, alert)``
+  called on the IOLoop thread with ``event`` in ``raised``/``updated``/
+  ``resolved`` and the alert as a JSON-ready dict; the live feed appends
+  itself here.
+
+This package's ``__init__`` stays import-light: workers import
+``health.worker_command`` through ``instrument()``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..plugin import FlowerOps
+
+
+def extend(ops: FlowerOps) -> None:
+    from .. import openapi
+    from ..plugin import API_BASE
+    from ..sources.rabbitmq import RabbitQueueSource
+    from .handlers import AlertsHandler, openapi_operations
+    from .metrics import install_collector
+    from .monitor import HealthMonitor
+
+    source = ops.queues.source
+    broker_api = getattr(ops.flower.options, "broker_api", None)
+    if isinstance(source, RabbitQueueSource) and broker_api:
+        # Flower's --broker_api names the management API; honour it
+        ops.queues.source = RabbitQueueSource(
+            broker_url=source.broker_url, broker_api=broker_api,
+            use_ssl=ops.flower.capp.conf.broker_use_ssl)
+    health = HealthMonitor(ops)
+    ops.health = health  # type: ignore[attr-defined]
+    ops.alert_provider = health.book.active_list
+    ops.alert_listeners = health.book.listeners  # type: ignore[attr-defined]
+    ops.index.observers.append(health.started.observe)
+    ops.on_start.append(health.start)
+    ops.on_stop.append(health.stop)
+    ops.extra_routes.append((f"{API_BASE}/alerts/?", AlertsHandler))
+    openapi.add_path("/alerts", openapi_operations())
+    install_collector(health)
