@@ -1,0 +1,107 @@
+"""The alert book and the webhook notifier on their own: no duplicates,
+automatic resolution, isolated listeners, bounded and non-blocking delivery
+with capped backoff."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from flower_ops.config import ConfigError, MonitorConfig
+from flower_ops.health.alerts import (
+    CRITICAL,
+    KINDS,
+    QUEUE_BACKLOG,
+    STUCK_TASK,
+    WARNING,
+    AlertBook,
+    Finding,
+)
+from flower_ops.health.webhook import WebhookNotifier
+
+
+def stuck(subject: str, severity: str = WARNING) -> Finding:
+    return Finding(kind=STUCK_TASK, subject=subject, severity=severity, since=100.0,
+                   message=f"task {subject} is stuck")
+
+
+def test_a_persisting_condition_raises_one_alert_and_resolves_when_it_ends() -> None:
+    book = AlertBook()
+    events: list[tuple[str, str]] = []
+    book.listeners.append(lambda event, alert: events.append((event, alert["id"])))
+
+    for now in (1.0, 2.0, 3.0):
+        book.update([stuck("a")], kinds=KINDS, now=now)
+    assert len(book.active_list()) == 1
+    alert = book.active_list()[0]
+    assert (alert["kind"], alert["subject"], alert["severity"]) == (STUCK_TASK, "a", WARNING)
+    assert alert["since"] == 100.0 and alert["raised_at"] == 1.0
+
+    book.update([], kinds=KINDS, now=4.0)
+    assert book.active_list() == []
+    assert book.resolved_list()[0]["resolved_at"] == 4.0
+    assert events == [("raised", alert["id"]), ("resolved", alert["id"])]
+
+    # The same condition coming back is a new alert with a new id
+    book.update([stuck("a")], kinds=KINDS, now=5.0)
+    assert book.active_list()[0]["id"] != alert["id"]
+
+
+def test_severity_change_updates_in_place_and_kinds_not_checked_stay_active() -> None:
+    book = AlertBook()
+    events: list[str] = []
+    book.listeners.append(lambda event, alert: events.append(event))
+    backlog = Finding(kind=QUEUE_BACKLOG, subject="q", severity=WARNING, since=1.0,
+                      message="queue q backlog")
+    book.update([backlog, stuck("a")], kinds=KINDS, now=1.0)
+    book.update([Finding(**{**backlog.__dict__, "severity": CRITICAL})], kinds=[QUEUE_BACKLOG],
+                now=2.0)
+    by_kind = {a["kind"]: a for a in book.active_list()}
+    assert by_kind[QUEUE_BACKLOG]["severity"] == CRITICAL
+    assert STUCK_TASK in by_kind  # not evaluated this round, so not resolved
+    assert events == ["raised", "raised", "updated"]
+    assert book.counts() == {(QUEUE_BACKLOG, CRITICAL): 1, (STUCK_TASK, WARNING): 1}
+
+
+def test_a_failing_listener_does_not_stop_the_others() -> None:
+    book = AlertBook()
+    seen: list[str] = []
+
+    def broken(event: str, alert: dict[str, Any]) -> None:
+        raise RuntimeError("listener bug")
+
+    book.listeners.extend([broken, lambda event, alert: seen.append(event)])
+    book.update([stuck("a")], kinds=KINDS, now=1.0)
+    assert seen == ["raised"]
+
+
+def test_webhook_notify_never_blocks_and_its_queue_is_bounded() -> None:
+    notifier = WebhookNotifier(url="http://127.0.0.1:9/unreachable", queue_size=10)
+    started = time.monotonic()
+    for i in range(1000):
+        notifier.notify("raised", {"id": str(i)})
+    assert time.monotonic() - started < 1.0
+    assert notifier.dropped == 990
+    notifier.notify("updated", {"id": "x"})  # only raise and resolve are sent
+    assert notifier.dropped == 990
+
+
+def test_webhook_backoff_is_capped_and_jittered() -> None:
+    notifier = WebhookNotifier(url="http://127.0.0.1:9/", backoff_initial_seconds=0.5,
+                               backoff_max_seconds=60.0)
+    delays = [notifier.backoff_seconds(attempt) for attempt in range(1, 30)]
+    assert all(0 < d <= 60.0 for d in delays)
+    assert max(delays) > 30.0
+    assert len({round(d, 6) for d in delays[10:]}) > 1  # jitter
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("FLOWER_OPS_STUCK_MIN_SECONDS", "-1"),
+    ("FLOWER_OPS_STUCK_TASK_SECONDS", "soon"),
+    ("FLOWER_OPS_ALERT_WEBHOOK_URL", "ftp://example.com/hook"),
+])
+def test_bad_alert_setting_names_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        MonitorConfig.from_env({variable: value})
+    assert error.value.variable == variable

@@ -1,0 +1,90 @@
+"""``/workers`` with real workers: current RSS of the worker and its pool
+processes where ``instrument(app)`` runs, Celery's max RSS (labelled) where it
+does not; active and reserved counts, pool, heartbeat age; worker memory in
+``/metrics``."""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import pytest
+import requests
+from celery import Celery
+
+from flower_ops import instrument
+from tests.support.processes import CeleryWorker, Monitor, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+# A worker app without instrument(): no flower_ops_stats command
+plain_app = Celery("plain-workers", broker=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                   set_as_current=False)
+plain_app.conf.update(worker_send_task_events=True, task_ignore_result=True,
+                      worker_hijack_root_logger=False)
+
+
+@pytest.fixture
+def client_app(redis_url: str) -> Iterator[Celery]:
+    app = Celery("workers-client", broker=redis_url, backend=redis_url, set_as_current=False)
+    instrument(app)
+    yield app
+    app.close()
+
+
+def test_workers_report_memory_counts_pool_and_heartbeat(redis_url: str,
+                                                         client_app: Celery) -> None:
+    monitor = Monitor(redis_url, env={"FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "1"})
+    instrumented = CeleryWorker(redis_url, queues=["w-inst"], concurrency=2)
+    plain = CeleryWorker(redis_url, app="tests.test_workers:plain_app", queues=["w-plain"],
+                         concurrency=1)
+    for process in (monitor, instrumented, plain):
+        process.start()
+    try:
+        monitor.wait_ready()
+        instrumented.wait_ready(client_app)
+        plain.wait_ready(client_app)
+        headers = {"Authorization": f"Bearer {monitor.token()}"}
+
+        def workers() -> dict[str, Any]:
+            body = requests.get(f"{monitor.api}/workers", headers=headers, timeout=5).json()
+            return {w["hostname"]: w for w in body["workers"]}
+
+        running = client_app.send_task("automation.sleep", args=(20,), queue="w-inst")
+
+        def ready() -> dict[str, Any] | None:
+            table = workers()
+            inst, other = table.get(instrumented.hostname), table.get(plain.hostname)
+            if not inst or not other or inst["memory"]["kind"] != "rss" or inst["active"] != 1:
+                return None
+            if other["memory"]["rss_bytes"] is None:
+                return None
+            return table
+
+        table = wait_for(ready, timeout_seconds=40, message="probe replies and inspect stats")
+        inst = table[instrumented.hostname]
+        assert inst["status"] == "online"
+        assert 0 <= inst["heartbeat_age_seconds"] < 10
+        assert inst["pool"]["implementation"] == "celery.concurrency.prefork:TaskPool"
+        assert inst["max_concurrency"] == 2
+        assert inst["reserved"] == 0
+        processes = inst["memory"]["processes"]
+        assert [p["role"] for p in processes].count("pool") == 2
+        assert (processes[0]["pid"], processes[0]["role"]) == (instrumented.pid, "main")
+        assert all(p["rss_bytes"] > 1_000_000 for p in processes)
+        assert inst["memory"]["rss_bytes"] == sum(p["rss_bytes"] for p in processes)
+
+        other = table[plain.hostname]
+        assert other["memory"]["kind"] == "max_rss"
+        assert other["memory"]["rss_bytes"] > 1_000_000
+        assert other["reserved"] is None  # unknown without instrument()
+
+        metrics = requests.get(f"{monitor.base_url}/metrics", auth=monitor.basic_auth,
+                               timeout=5).text
+        assert (f'flower_ops_worker_memory_bytes{{kind="rss",worker="{instrumented.hostname}"}}'
+                in metrics)
+        assert (f'flower_ops_worker_memory_bytes{{kind="max_rss",worker="{plain.hostname}"}}'
+                in metrics)
+        client_app.control.revoke(running.id, terminate=True)
+    finally:
+        for process in (instrumented, plain, monitor):
+            process.kill()
