@@ -5,7 +5,8 @@ does not; active and reserved counts, pool, heartbeat age; worker memory in
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests

@@ -8,8 +8,9 @@ an optional webhook (SPEC §9).
 * ``ops.alert_provider`` — the active alerts ``/stats`` shows;
 * ``ops.alert_listeners`` — a list of callables ``listener(event, alert)``
   called on the IOLoop thread with ``event`` in ``raised``/``updated``/
-  ``resolved`` and the alert as a JSON-ready dict; the live feed appends
-  itself here.
+  ``resolved`` and the alert as a JSON-ready dict. Subscribe with
+  ``vars(ops).setdefault("alert_listeners", []).append(listener)``: that
+  works whichever extension runs first (this one adopts an existing list).
 
 This package's ``__init__`` stays import-light: workers import
 ``health.worker_command`` through ``instrument()``.
@@ -40,7 +41,10 @@ def extend(ops: FlowerOps) -> None:
     health = HealthMonitor(ops)
     ops.health = health  # type: ignore[attr-defined]
     ops.alert_provider = health.book.active_list
-    ops.alert_listeners = health.book.listeners  # type: ignore[attr-defined]
+    # Adopt a list another extension may already have subscribed to
+    shared = vars(ops).setdefault("alert_listeners", [])
+    shared.extend(listener for listener in health.book.listeners if listener not in shared)
+    health.book.listeners = shared
     ops.index.observers.append(health.started.observe)
     ops.on_start.append(health.start)
     ops.on_stop.append(health.stop)

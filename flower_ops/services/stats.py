@@ -29,6 +29,9 @@ class ThroughputTracker:
         # second -> [succeeded, failed]
         self._buckets: dict[int, list[int]] = {}
         self._runtimes: dict[str, deque[float]] = {}
+        # name -> percentiles, dropped when the name gets a new sample, so a
+        # request sorts only the names that changed since the last one
+        self._percentiles: dict[str, dict[str, float | int]] = {}
         self.observed = 0
 
     def observe(self, uuid: str, old_state: str | None, task: Any) -> None:
@@ -49,6 +52,7 @@ class ThroughputTracker:
             if samples is None:
                 samples = self._runtimes[task.name] = deque(maxlen=RUNTIME_SAMPLES)
             samples.append(float(runtime))
+            self._percentiles.pop(task.name, None)
 
     def _expire(self, newest: int) -> None:
         if len(self._buckets) > WINDOW_SECONDS + 60:
@@ -75,26 +79,38 @@ class ThroughputTracker:
         return {
             "throughput_per_minute": result,
             "success_rate": round(ok15 / done, 4) if done else None,
+            "success_rate_by_window": {label: (round(ok / (ok + bad), 4) if ok + bad else None)
+                                       for label, (ok, bad) in totals.items()},
             "completed_15m": {"success": ok15, "failure": failed15},
         }
 
     def runtimes(self) -> dict[str, dict[str, float | int]]:
         out = {}
-        for name, samples in sorted(self._runtimes.items()):
-            values = sorted(samples)
-            out[name] = {
-                "count": len(values),
-                "p50": round(percentile(values, 0.50), 6),
-                "p95": round(percentile(values, 0.95), 6),
-                "p99": round(percentile(values, 0.99), 6),
-            }
+        for name in sorted(self._runtimes):
+            cached = self._percentiles.get(name)
+            out[name] = dict(cached if cached is not None else self.runtimes_of(name))
         return out
 
     def typical_runtime(self, name: str) -> tuple[float, int] | None:
         samples = self._runtimes.get(name)
         if not samples:
             return None
-        return percentile(sorted(samples), 0.95), len(samples)
+        cached = self._percentiles.get(name)
+        if cached is None:
+            cached = self.runtimes_of(name)
+        return float(cached["p95"]), len(samples)
+
+    def runtimes_of(self, name: str) -> dict[str, float | int]:
+        values = sorted(self._runtimes.get(name) or ())
+        stats: dict[str, float | int] = {
+            "count": len(values),
+            "p50": round(percentile(values, 0.50), 6),
+            "p95": round(percentile(values, 0.95), 6),
+            "p99": round(percentile(values, 0.99), 6),
+        }
+        if values:
+            self._percentiles[name] = stats
+        return stats
 
 
 class StatsService:
@@ -121,6 +137,7 @@ class StatsService:
             "tasks": {"total": len(self.index), "by_state": by_state},
             "throughput": summary["throughput_per_minute"],
             "success_rate": summary["success_rate"],
+            "success_rate_by_window": summary["success_rate_by_window"],
             "completed_15m": summary["completed_15m"],
             "runtime": self.throughput.runtimes(),
             "workers": self._workers(),
