@@ -3,6 +3,8 @@ and real Celery worker and monitor processes."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from typing import Iterator
 
 import pytest
@@ -49,6 +51,32 @@ def database_url(pg_service: PostgresService) -> Iterator[str]:
     name = pg_service.create_database()
     yield pg_service.url(name)
     pg_service.drop_database(name)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Headless Chromium for the browser tests, installed with apt-get when missing.
+
+    Fails (never skips) when it cannot be installed: the page must be tested.
+    """
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail(f"browser tests need {CHROMIUM}: install it (apt-get install -y chromium) "
+                    "or run the tests as root so they can install it", pytrace=False)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200,
+                              check=False)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(command)} failed ({done.returncode}); browser tests need "
+                        f"{CHROMIUM}:\n{done.stderr[-2000:]}", pytrace=False)
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"apt-get installed chromium but {CHROMIUM} is missing", pytrace=False)
+    return CHROMIUM
 
 
 def pytest_report_header(config: pytest.Config) -> str:
