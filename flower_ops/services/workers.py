@@ -119,7 +119,8 @@ class WorkerService:
             "loadavg": getattr(worker, "loadavg", None) if worker is not None else None,
             "memory": memory_info,
             "pool": {
-                "implementation": pool.get("implementation") or probe_pool.get("implementation"),
+                # from inspect stats only: it marks the inspect data as cached
+                "implementation": pool.get("implementation"),
                 "max_concurrency": max_concurrency,
                 "processes": pool.get("processes"),
             },
