@@ -7,7 +7,7 @@ queues from the last broker snapshot.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..config import AlertThresholds
@@ -207,8 +207,6 @@ class HealthRules:
                             f"{limits.backlog_messages}) for {duration(now - over)}"
                             f"{trend}{oldest}",
                     details={**details, "reason": "threshold"})
-
-    def forget(self, live_queues: Mapping[str, Any]) -> None:
         for table in (self._over_since, self._unconsumed_since):
-            for name in [n for n in table if n not in live_queues]:
+            for name in [n for n in table if n not in snapshot.queues]:
                 del table[name]
