@@ -37,6 +37,7 @@ class SyncWorkerConfig:
     backoff_initial_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
     log_level: str = "INFO"
+    fast_redis_events: bool = True             # own PSUBSCRIBE + decoder on Redis brokers
 
     @property
     def backend_url(self) -> str:
@@ -100,4 +101,5 @@ class SyncWorkerConfig:
             backoff_initial_seconds=backoff_initial,
             backoff_max_seconds=backoff_max,
             log_level=level,
+            fast_redis_events=env.bool("FLOWER_OPS_SYNC_FAST_REDIS_EVENTS", True),
         )

@@ -54,6 +54,23 @@ class EventBuffer:
             if len(self._items) == 1 or len(self._items) % 500 == 0:
                 self._cond.notify()
 
+    def put_many(self, transitions: list[Transition]) -> None:
+        with self._cond:
+            room = self._max - len(self._items)
+            if room < len(transitions):
+                # Dropping is what Redis would do to a slow subscriber anyway;
+                # the caller schedules a reconciliation to close the gap.
+                self._on_drop()
+                transitions = transitions[:max(0, room)]
+                if not transitions:
+                    return
+            before = len(self._items)
+            if not before:
+                self._oldest_at = time.monotonic()
+            self._items.extend(transitions)
+            if before == 0 or before // 500 != len(self._items) // 500:
+                self._cond.notify()
+
     def wait_for_batch(self, *, batch_size: int, flush_interval_seconds: float,
                        stop: threading.Event) -> None:
         with self._cond:
@@ -220,7 +237,9 @@ class SyncWorker:
         consumer = EventConsumer(app=self.app, sink=self.buffer.put, liveness=self.liveness,
                                  on_connected=self._reconcile_now.set,
                                  backoff=self._backoff(),
-                                 on_reconnect=self.metrics.reconnects.labels("broker").inc)
+                                 on_reconnect=self.metrics.reconnects.labels("broker").inc,
+                                 sink_many=self.buffer.put_many,
+                                 fast_redis=self.config.fast_redis_events)
         self._consumer = consumer
         threads = [threading.Thread(target=consumer.run, name="sync-events", daemon=True),
                    threading.Thread(target=self._write_loop, name="sync-writer", daemon=True),
