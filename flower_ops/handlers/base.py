@@ -78,11 +78,14 @@ class JsonHandler(tornado.web.RequestHandler):
         else:
             status, message, detail = 500, "internal error", None
         if status == 401:
-            self.set_header("WWW-Authenticate", 'Bearer realm="flower-ops"')
+            self.set_header("WWW-Authenticate", self.auth_challenge())
         self.clear_header("Content-Type")
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_status(status)
         self.finish(dumps({"error": message, "detail": detail}))
+
+    def auth_challenge(self) -> str:
+        return 'Bearer realm="flower-ops"'
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, (FlowerOpsError, tornado.web.HTTPError)):

@@ -37,6 +37,13 @@ class TokenHandler(JsonHandler):
             "scope": " ".join(sorted(scopes)), "subject": subject,
         })
 
+    def auth_challenge(self) -> str:
+        # send_error() clears headers, so the Basic challenge is set here: a
+        # browser then answers it with the user's Flower credentials.
+        if self.application.options.basic_auth:  # type: ignore[attr-defined]
+            return 'Basic realm="flower"'
+        return super().auth_challenge()
+
     def _check_same_origin(self) -> None:
         # Basic-auth credentials and cookies ride along on cross-site requests;
         # refuse those like Flower's own form posts do.
