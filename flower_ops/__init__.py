@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# Bound eagerly: importing the ``flower_ops.instrument`` submodule later would
+# otherwise replace a lazily defined ``instrument`` function with the module.
+from .instrument import instrument
+
 __version__ = "0.1.0"
 
 
@@ -11,13 +15,6 @@ def install(flower_app: Any, config: Any = None) -> Any:
     from .plugin import install as _install
 
     return _install(flower_app, config)
-
-
-def instrument(celery_app: Any, **options: Any) -> Any:
-    """Turn on everything the monitor needs in a Celery app (see instrument.py)."""
-    from .instrument import instrument as _instrument
-
-    return _instrument(celery_app, **options)
 
 
 __all__ = ["install", "instrument", "__version__"]
