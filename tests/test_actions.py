@@ -221,8 +221,11 @@ def test_retry_failed_task_sends_exact_arguments_to_the_new_run(stack: Stack) ->
     new_row = stack.wait_status(new_id, "failure")
     assert new_row["retry_of"] == failed.id
     assert new_row["kwargs"] == {"message": argument} and new_row["args_exact"]
-    detail = stack.get(f"/tasks/{failed.id}").json()
-    assert detail["retried_as"] == new_id
+    def linked() -> dict[str, Any] | None:
+        detail = stack.get(f"/tasks/{failed.id}").json()
+        return detail if detail.get("retried_as") == new_id else None
+
+    detail = wait_for(linked, timeout_seconds=20, message="GET /tasks/{id} shows retried_as")
     assert [s["state"] for s in detail["history"]].count("FAILURE") >= 1
     assert ("admin", "retry", "ok") in stack.audit(failed.id)
 
@@ -376,3 +379,18 @@ def test_openapi_describes_every_action_route(stack: Stack) -> None:
         assert "post" in paths[path]
         responses = paths[path]["post"]["responses"]
         assert {"200", "401", "403", "503"} <= set(responses)
+    assert "get" in paths["/audit"]
+
+
+def test_audit_log_lists_who_did_what_newest_first(stack: Stack) -> None:
+    unknown = f"audit-{uuid.uuid4()}"
+    assert stack.post(f"/tasks/{unknown}/cancel").status_code == 404
+    entries = stack.get("/audit", task_id=unknown).json()["entries"]
+    assert [(e["subject"], e["action"], e["outcome"]) for e in entries] == [
+        ("admin", "cancel", "rejected")]
+    page = stack.get("/audit", limit=2).json()
+    assert len(page["entries"]) == 2 and page["next"]
+    older = stack.get("/audit", limit=2, cursor=page["next"]).json()["entries"]
+    assert older[0]["id"] < page["entries"][-1]["id"]
+    assert stack.get("/audit", limit="x").status_code == 400
+    assert stack.get("/audit", action="delete").status_code == 400

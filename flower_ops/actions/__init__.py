@@ -17,7 +17,7 @@ def extend(ops: FlowerOps) -> None:
     from ..plugin import API_BASE
     from ..revocations import RevocationMarkers
     from . import openapi_paths
-    from .handlers import BulkActionHandler, CancelHandler, RetryHandler
+    from .handlers import AuditHandler, BulkActionHandler, CancelHandler, RetryHandler
     from .service import TaskActionService
     from .store import ActionStore
 
@@ -43,6 +43,7 @@ def extend(ops: FlowerOps) -> None:
         (f"{API_BASE}/tasks/bulk/(cancel|retry)/?", BulkActionHandler),
         (f"{API_BASE}/tasks/([^/]+)/cancel/?", CancelHandler),
         (f"{API_BASE}/tasks/([^/]+)/retry/?", RetryHandler),
+        (f"{API_BASE}/audit/?", AuditHandler),
     ])
     if store is not None:
         ops.on_stop.append(store.close)

@@ -121,3 +121,40 @@ class BulkActionHandler(ActionHandler):
                                         dry_run=request.dry_run, force=request.force)
         report.update(next=cursor, max_tasks=self.actions.max_tasks)
         self.write_json(report)
+
+
+class AuditHandler(ActionHandler):
+    """``GET /audit``: who did what to which task, newest first (read scope)."""
+
+    async def get(self) -> None:
+        def text(name: str) -> str | None:
+            value = self.get_query_argument(name, None)
+            if value is not None and (len(value) > 256 or "\x00" in value):
+                raise InvalidQuery(f"invalid {name}", {"parameter": name})
+            return value or None
+
+        limit = _int_param(self.get_query_argument("limit", None), "limit", 100,
+                           minimum=1, maximum=1000)
+        cursor = self.get_query_argument("cursor", None)
+        before_id = _int_param(cursor, "cursor", None, minimum=1, maximum=2**62) \
+            if cursor else None
+        action = text("action")
+        if action is not None and action not in ("cancel", "retry"):
+            raise InvalidQuery("action must be cancel or retry", {"parameter": "action"})
+        self.write_json(await self.actions.audit_log(
+            task_id=text("task_id"), subject=text("subject"), action=action,
+            before_id=before_id, limit=limit or 100))
+
+
+def _int_param(raw: str | None, name: str, default: int | None, *, minimum: int,
+               maximum: int) -> int | None:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidQuery(f"{name} must be an integer", {"parameter": name}) from None
+    if not minimum <= value <= maximum:
+        raise InvalidQuery(f"{name} must be between {minimum} and {maximum}",
+                           {"parameter": name})
+    return value

@@ -86,7 +86,36 @@ BULK_REPORT: dict[str, Any] = {
 }
 
 
+AUDIT_LOG: dict[str, Any] = {
+    "type": "object", "required": ["entries", "next"],
+    "properties": {
+        "entries": {"type": "array", "items": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "timestamp": {"type": "number"},
+            "subject": {"type": "string"}, "action": {"type": "string"},
+            "task_id": _NULLABLE_STRING,
+            "outcome": {"type": "string", "enum": ["ok", "rejected", "error"]},
+            "detail": {}}}},
+        "next": {"type": "string", "nullable": True,
+                 "description": "pass as cursor for older entries"},
+    },
+}
+
+
 def register(*, max_tasks: int) -> None:
+    openapi.add_path("/audit", {"get": {
+        "summary": "Operator actions (cancel, retry), newest first",
+        "operationId": "listAudit",
+        "parameters": [
+            {"name": "task_id", "in": "query", "schema": {"type": "string"}},
+            {"name": "subject", "in": "query", "schema": {"type": "string"}},
+            {"name": "action", "in": "query",
+             "schema": {"type": "string", "enum": ["cancel", "retry"]}},
+            {"name": "limit", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+            {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        ],
+        "responses": {**openapi.ok(AUDIT_LOG), **openapi.errors(400, 401, 403, 503)},
+    }})
     openapi.add_path("/tasks/{task_id}/cancel", {"post": {
         "summary": "Cancel a task (PENDING, RECEIVED or STARTED)",
         "operationId": "cancelTask",

@@ -23,9 +23,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Conflict, FlowerOpsError, NotFound, Unavailable
+from ..errors import Conflict, FlowerOpsError, NotConfigured, NotFound, Unavailable
 from ..payload import decode_args, encode_exact
 from ..revocations import RevocationMarkers
 from ..sources.flower_state import task_queue
@@ -137,6 +138,18 @@ class TaskActionService:
             counts[result["outcome"]] = counts.get(result["outcome"], 0) + 1
         return {"action": action, "dry_run": dry_run, "requested": len(ids), "counts": counts,
                 "results": results, "audit": "database" if self.store else "log"}
+
+    async def audit_log(self, *, task_id: str | None, subject: str | None,
+                        action: str | None, before_id: int | None,
+                        limit: int) -> dict[str, Any]:
+        if self.store is None:
+            raise NotConfigured("the audit log needs DATABASE_URL",
+                                {"setting": "DATABASE_URL"})
+        entries = await self._run_blocking(partial(
+            self.store.audit_entries, task_id=task_id, subject=subject, action=action,
+            before_id=before_id, limit=limit))
+        next_cursor = str(entries[-1]["id"]) if len(entries) == limit else None
+        return {"entries": entries, "next": next_cursor}
 
     async def select(self, action: str, query: TaskQuery, *, list_tasks: Callable[
             [TaskQuery], Awaitable[Any]], limit: int) -> tuple[list[str], str | None]:
@@ -417,8 +430,13 @@ class TaskActionService:
 
     @contextmanager
     def _broker(self) -> Iterator[Any]:
-        conn = self.capp.connection_for_write()
+        """A connection from the app's pool (never one per request), checked
+        within ``broker_timeout_seconds``; broker errors become ``Unavailable``."""
         try:
+            pooled = self.capp.pool.acquire(block=True, timeout=self._broker_timeout)
+        except Exception as exc:
+            raise Unavailable("broker unavailable", {"reason": str(exc)[:300]}) from exc
+        with pooled as conn:  # an error inside replaces the connection in the pool
             try:
                 conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2,
                                        interval_max=0.2, timeout=self._broker_timeout)
@@ -428,10 +446,8 @@ class TaskActionService:
                 yield conn
             except FlowerOpsError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the broker dropped us mid-way
                 raise Unavailable("broker unavailable", {"reason": str(exc)[:300]}) from exc
-        finally:
-            conn.release()
 
     def _audit_in(self, tx: Any, records: list[AuditRecord]) -> None:
         if tx is not None:

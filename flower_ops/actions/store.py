@@ -244,6 +244,25 @@ class ActionStore:
             with self.transaction() as tx:
                 tx.audit(records)
 
+    def audit_entries(self, *, task_id: str | None = None, subject: str | None = None,
+                      action: str | None = None, before_id: int | None = None,
+                      limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first; ``before_id`` pages on."""
+        with self._connection() as conn:
+            cur = conn.execute(
+                "SELECT id, extract(epoch FROM occurred_at), subject, action, execution_id, "
+                "outcome, detail FROM automation.operator_audit "
+                "WHERE (%(task)s::text IS NULL OR execution_id = %(task)s) "
+                "AND (%(subject)s::text IS NULL OR subject = %(subject)s) "
+                "AND (%(action)s::text IS NULL OR action = %(action)s) "
+                "AND (%(before)s::bigint IS NULL OR id < %(before)s) "
+                "ORDER BY id DESC LIMIT %(limit)s",
+                {"task": task_id, "subject": subject, "action": action, "before": before_id,
+                 "limit": limit})
+            return [{"id": r[0], "timestamp": float(r[1]), "subject": r[2], "action": r[3],
+                     "task_id": r[4], "outcome": r[5], "detail": r[6]}
+                    for r in cur.fetchall()]
+
     def close(self) -> None:
         while True:
             try:
