@@ -38,6 +38,10 @@ class SyncWorkerConfig:
     backoff_max_seconds: float = 30.0
     log_level: str = "INFO"
     fast_redis_events: bool = True             # own PSUBSCRIBE + decoder on Redis brokers
+    discovery_interval_seconds: float = 300.0  # periodic pass; 0 disables discovery
+    discovery_batch_size: int = 2000           # result-backend keys per SCAN tick
+    discovery_pause_seconds: float = 0.02      # between ticks: room for the writer
+    discover_queued_max: int = 10_000          # messages read per queue per pass; 0: off
 
     @property
     def backend_url(self) -> str:
@@ -102,4 +106,12 @@ class SyncWorkerConfig:
             backoff_max_seconds=backoff_max,
             log_level=level,
             fast_redis_events=env.bool("FLOWER_OPS_SYNC_FAST_REDIS_EVENTS", True),
+            discovery_interval_seconds=env.float("FLOWER_OPS_SYNC_DISCOVERY_INTERVAL_SECONDS",
+                                                 300.0, minimum=0.0, maximum=86400.0),
+            discovery_batch_size=env.int("FLOWER_OPS_SYNC_DISCOVERY_BATCH_SIZE", 2000,
+                                         minimum=10, maximum=100_000),
+            discovery_pause_seconds=env.float("FLOWER_OPS_SYNC_DISCOVERY_PAUSE_SECONDS", 0.02,
+                                              minimum=0.0, maximum=60.0),
+            discover_queued_max=env.int("FLOWER_OPS_SYNC_DISCOVER_QUEUED_MAX", 10_000,
+                                        minimum=0, maximum=10_000_000),
         )

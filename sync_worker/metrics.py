@@ -36,6 +36,9 @@ class SyncMetrics:
                                   registry=r)
         self.reconciled = Counter("flower_ops_sync_reconciled_rows_total",
                                   "Rows changed by reconciliation", registry=r)
+        self.discovered = Counter("flower_ops_sync_discovered_rows_total",
+                                  "Rows created for tasks no event was seen for", ["source"],
+                                  registry=r)
         self.reconcile_runs = Counter("flower_ops_sync_reconcile_runs_total",
                                       "Reconciliation passes", registry=r)
         self.purged = Counter("flower_ops_sync_retention_rows_total",

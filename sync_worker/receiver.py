@@ -252,7 +252,8 @@ class EventConsumer:
                 with self._app.connection_for_read() as conn:
                     conn.ensure_connection(max_retries=1)
                     target = redis_events_target(
-                        conn, exchange=self._app.conf.event_exchange or "celeryev") \
+                        conn, exchange=self._app.conf.event_exchange or "celeryev",
+                        serializer=self._app.conf.event_serializer or "json") \
                         if self._fast_redis else None
                     if target is not None:
                         self.path = "redis-pubsub"

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import redis
 from kombu.serialization import loads as kombu_loads
+from kombu.serialization import prepare_accept_content
 from kombu.utils.json import loads as kombu_json_loads
 
 logger = logging.getLogger(__name__)
@@ -48,9 +49,11 @@ class RedisEventsTarget:
     connection_params: dict[str, Any]
     pattern: str                 # what to PSUBSCRIBE to, global prefix included
     description: str             # for logs: no password
+    accept: frozenset[str] = frozenset({"application/json"})   # content types
 
 
-def redis_events_target(conn: Any, *, exchange: str) -> RedisEventsTarget | None:
+def redis_events_target(conn: Any, *, exchange: str,
+                        serializer: str = "json") -> RedisEventsTarget | None:
     """The pub/sub pattern for ``exchange`` on kombu connection ``conn``, or
     None when the broker is not a plain Redis (AMQP, sentinel...)."""
     if getattr(conn.transport, "driver_type", None) != "redis":
@@ -73,8 +76,11 @@ def redis_events_target(conn: Any, *, exchange: str) -> RedisEventsTarget | None
     if channel.fanout_patterns:
         topic += "/*"       # EventReceiver binds '#', kombu maps it to '*'
     where = params.get("path") or f"{params.get('host')}:{params.get('port')}"
+    # what EventReceiver accepts: the event serializer and json
+    accept = frozenset(prepare_accept_content({serializer, "json"}))
     return RedisEventsTarget(connection_params=params, pattern=prefix + topic,
-                             description=f"redis://{where}/{params.get('db', 0)} {prefix + topic}")
+                             description=f"redis://{where}/{params.get('db', 0)} {prefix + topic}",
+                             accept=accept)
 
 
 def _adjust_timestamp(event: dict[str, Any]) -> None:
@@ -87,7 +93,9 @@ def _adjust_timestamp(event: dict[str, Any]) -> None:
             pass
 
 
-def decode_events(payload: bytes) -> list[dict[str, Any]]:
+def decode_events(payload: bytes, *,
+                  accept: frozenset[str] = frozenset({"application/json"})
+                  ) -> list[dict[str, Any]]:
     """The event dicts carried by one kombu pub/sub payload (Celery may send
     a list of events in one message)."""
     try:
@@ -111,7 +119,7 @@ def decode_events(payload: bytes) -> list[dict[str, Any]]:
             else:
                 event = json.loads(raw)
         else:
-            event = kombu_loads(raw, content_type, encoding, accept={content_type})
+            event = kombu_loads(raw, content_type, encoding, accept=accept)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise Undecodable(f"undecodable event body: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - kombu raises its own family per codec
@@ -164,6 +172,7 @@ class RedisEventStream:
         last_read = time.monotonic()
         ping_sent_at: float | None = None
         chunk: list[dict[str, Any]] = []
+        accept = self._target.accept
         while not self._should_stop():
             if not conn.can_read(timeout=0.5):
                 now = time.monotonic()
@@ -180,7 +189,7 @@ class RedisEventStream:
                 kind = reply[0] if isinstance(reply, list) else None
                 if kind == b"pmessage":
                     try:
-                        chunk.extend(decode_events(reply[3]))
+                        chunk.extend(decode_events(reply[3], accept=accept))
                     except Undecodable as exc:
                         self.undecodable += 1
                         if self.undecodable <= 10 or self.undecodable % 1000 == 0:

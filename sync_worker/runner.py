@@ -19,6 +19,7 @@ from celery import Celery
 
 from sync_worker.backoff import Backoff
 from sync_worker.config import SyncWorkerConfig
+from sync_worker.discovery import QueueDiscovery, ResultDiscovery, queue_discovery_for
 from sync_worker.metrics import SyncMetrics
 from sync_worker.receiver import EventConsumer, WorkerLiveness
 from sync_worker.reconcile import BackendReader, Reconciler
@@ -159,6 +160,8 @@ class SyncWorker:
         self._stop = threading.Event()
         self._term = threading.Event()        # leadership term ended
         self._reconcile_now = threading.Event()
+        self._discover_now = threading.Event()
+        self.discovery_passes = 0
         self.reconciler = Reconciler(
             store=self.store, backend_reader=lambda: BackendReader(self.app.backend),
             liveness=self.liveness, batch_size=config.reconcile_batch_size,
@@ -181,7 +184,13 @@ class SyncWorker:
 
     def _on_drop(self) -> None:
         self.metrics.dropped.inc()
+        self._gap()
+
+    def _gap(self) -> None:
+        """Events may have been missed (start, reconnect, drop): repair rows and
+        look for tasks that have none."""
         self._reconcile_now.set()
+        self._discover_now.set()
 
     def stop(self) -> None:
         """Ask the worker to flush and return from ``run()`` (signal-safe)."""
@@ -191,6 +200,7 @@ class SyncWorker:
     def _end_term(self) -> None:
         self._term.set()
         self._reconcile_now.set()   # wakes the maintenance thread
+        self._discover_now.set()    # ... and the discovery thread
         self.buffer.wake()
 
     # -- leadership ----------------------------------------------------------
@@ -233,9 +243,9 @@ class SyncWorker:
         self._term.clear()
         self.is_leader.set()
         self.metrics.leader.set(1)
-        self._reconcile_now.set()   # on start: close whatever gap we had
+        self._gap()                 # on start: close whatever gap we had
         consumer = EventConsumer(app=self.app, sink=self.buffer.put, liveness=self.liveness,
-                                 on_connected=self._reconcile_now.set,
+                                 on_connected=self._gap,
                                  backoff=self._backoff(),
                                  on_reconnect=self.metrics.reconnects.labels("broker").inc,
                                  sink_many=self.buffer.put_many,
@@ -245,6 +255,9 @@ class SyncWorker:
                    threading.Thread(target=self._write_loop, name="sync-writer", daemon=True),
                    threading.Thread(target=self._maintenance_loop, name="sync-maintenance",
                                     daemon=True)]
+        if self.config.discovery_interval_seconds > 0:
+            threads.append(threading.Thread(target=self._discovery_loop, name="sync-discovery",
+                                            daemon=True))
         for thread in threads:
             thread.start()
         try:
@@ -344,6 +357,78 @@ class SyncWorker:
                     logger.exception("reconciliation failed; retrying in %.1fs", delay)
                 self._term.wait(delay)
                 self._reconcile_now.set()
+
+    # -- discovery ---------------------------------------------------------------
+    def _build_discovery(self) -> tuple[ResultDiscovery | None, QueueDiscovery | None]:
+        config = self.config
+        oldest = time.time() - config.retention_days * 86400 if config.retention_days else None
+        backend = self.app.backend
+        results = ResultDiscovery(backend=backend, store=self.store,
+                                  max_keys=config.discovery_batch_size,
+                                  settle_seconds=config.reconcile_settle_seconds,
+                                  oldest_epoch=oldest) \
+            if ResultDiscovery.supports(backend) else None
+        queued = None
+        if config.discover_queued_max:
+            with self.app.connection_for_read() as conn:
+                queued = queue_discovery_for(self.app, conn, store=self.store,
+                                             max_messages_per_queue=config.discover_queued_max)
+        if results is None and queued is None:
+            logger.info("discovery: neither the result backend nor the broker is a plain "
+                        "Redis; only reconciliation of existing rows runs")
+        return results, queued
+
+    def _discovery_loop(self) -> None:
+        """Passes over the result backend and the queues, on every gap and every
+        ``discovery_interval_seconds``, in bounded ticks."""
+        backoff = self._backoff()
+        built = False
+        results: ResultDiscovery | None = None
+        queued: QueueDiscovery | None = None
+        next_pass = time.monotonic()
+        while not self._term.is_set():
+            self._discover_now.wait(max(0.0, next_pass - time.monotonic()))
+            if self._term.is_set():
+                break
+            self._discover_now.clear()
+            try:
+                if not built:
+                    results, queued = self._build_discovery()
+                    built = True
+                inserted = recent = scanned = 0
+                if results is not None:
+                    results.restart()
+                    while not self._term.is_set():
+                        tick = results.tick()
+                        scanned += tick.scanned
+                        inserted += tick.inserted
+                        recent += tick.recent
+                        self.metrics.discovered.labels("backend").inc(tick.inserted)
+                        if tick.pass_done:
+                            break
+                        self._term.wait(self.config.discovery_pause_seconds)
+                if queued is not None and not self._term.is_set():
+                    tick = queued.run_pass(should_stop=self._term.is_set)
+                    self.metrics.discovered.labels("queue").inc(tick.inserted)
+                    inserted += tick.inserted
+                self.discovery_passes += 1
+                if inserted:
+                    logger.info("discovery: %d rows created for tasks no event was seen for "
+                                "(%d result keys scanned)", inserted, scanned)
+                # tasks that finished a moment ago were left to their events; look again soon
+                wait = self.config.reconcile_settle_seconds + 0.5 if recent else \
+                    self.config.discovery_interval_seconds
+                next_pass = time.monotonic() + wait
+                backoff.reset()
+            except Exception as exc:  # noqa: BLE001 - top of a network loop
+                built = False
+                delay = backoff.next_delay()
+                if isinstance(exc, (StoreUnavailable, ConnectionError, OSError)) or \
+                        type(exc).__name__ in ("ConnectionError", "TimeoutError"):
+                    logger.warning("discovery failed (%s); retrying in %.1fs", exc, delay)
+                else:
+                    logger.exception("discovery failed; retrying in %.1fs", delay)
+                next_pass = time.monotonic() + delay
 
     def _apply_retention(self) -> None:
         cutoff = time.time() - self.config.retention_days * 86400

@@ -261,6 +261,14 @@ class PgExecutionStore:
                                   float(r[4])) for r in cur.fetchall()]
         return list(self._run(work))
 
+    def known_ids(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of ``task_ids`` have a row (discovery inserts only the others)."""
+        if not task_ids:
+            return set()
+        return set(self._run(lambda conn: [r[0] for r in conn.execute(
+            "SELECT execution_id FROM automation.job_executions WHERE execution_id = ANY(%s)",
+            (list(task_ids),))]))
+
     def count_open(self) -> int:
         return int(self._run(lambda conn: conn.execute(
             "SELECT count(*) FROM automation.job_executions "
