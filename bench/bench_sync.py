@@ -43,30 +43,31 @@ from celery import Celery  # noqa: E402
 
 from flower_ops.embedded import EmbeddedRedis, free_port  # noqa: E402
 
+# Flower's real path: its ``Events`` thread (kombu EventReceiver) hands every
+# event to the IOLoop, where ``EventsState.event`` applies it. Counted on the
+# IOLoop, i.e. when Flower's state has it.
 FLOWER_CONSUMER = r"""
-import sys, threading, time
+import asyncio, sys, threading, time
 from celery import Celery
-from flower.events import EventsState
+from tornado.ioloop import IOLoop, PeriodicCallback
+from flower.events import Events
 app = Celery(broker=sys.argv[1])
-state = EventsState()
 count = [0]
-def on_event(event):
-    state.event(event)
-    count[0] += 1
-def report():
-    while True:
-        print(count[0], flush=True)
-        time.sleep(0.1)
-threading.Thread(target=report, daemon=True).start()
-while True:
-    try:
-        with app.connection() as conn:
-            recv = app.events.Receiver(conn, handlers={"*": on_event})
-            print("READY", flush=True)
-            recv.capture(limit=None, timeout=None, wakeup=False)
-    except Exception as exc:
-        print("RECONNECT", exc, file=sys.stderr, flush=True)
-        time.sleep(0.5)
+
+async def main():
+    events = Events(app, IOLoop.current(), max_tasks_in_memory=10000, enable_events=False)
+    apply = events.state.event
+    def counted(event):
+        apply(event)
+        count[0] += 1
+    events.state.event = counted      # Events.on_event looks it up per event
+    PeriodicCallback(lambda: print(count[0], flush=True), 100).start()
+    events.start()
+    await asyncio.sleep(2)            # EventReceiver subscribed
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
 """
 
 
@@ -213,6 +214,23 @@ def store_results(client: "redis.Redis[bytes]", ids: list[str]) -> None:
     pipe.execute()
 
 
+def eventsstate_alone(count_tasks: int) -> float:
+    """Events/s of ``EventsState.event()`` alone on pre-decoded events (no
+    broker, no kombu): context for the end-to-end figures."""
+    from flower.events import EventsState
+
+    from sync_worker.redis_events import decode_events
+
+    events = [event for i in range(count_tasks)
+              for _, payload in lifecycle_messages(f"alone-{uuid.uuid4()}", i)
+              for event in decode_events(payload)]
+    state = EventsState(max_tasks_in_memory=10000)
+    started = time.perf_counter()
+    for event in events:
+        state.event(event)
+    return len(events) / (time.perf_counter() - started)
+
+
 def wait_until(predicate, timeout_seconds: float) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
@@ -274,11 +292,15 @@ def main() -> None:
             wait_until(progress, 600)
             sync_rate = n_events / done.get("sync", float("inf"))
             flower_rate = n_events / done.get("flower", float("inf"))
+            alone_rate = eventsstate_alone(args.throughput_tasks)
             figures["throughput"] = {
                 "events": n_events, "publish_seconds": round(t_pub, 2),
                 "sync_worker_events_per_second_committed": round(sync_rate),
-                "flower_eventsstate_events_per_second": round(flower_rate),
-                "ratio": round(sync_rate / flower_rate, 2) if flower_rate else None}
+                "flower_events_thread_eventsstate_events_per_second": round(flower_rate),
+                "ratio": round(sync_rate / flower_rate, 2) if flower_rate else None,
+                "context_eventsstate_event_alone_predecoded_events_per_second":
+                    round(alone_rate),
+                "ratio_vs_eventsstate_alone": round(sync_rate / alone_rate, 2)}
             print("throughput:", json.dumps(figures["throughput"]), flush=True)
             admin.config_set("client-output-buffer-limit", "pubsub 33554432 8388608 60")
 
@@ -335,7 +357,10 @@ def main() -> None:
                     (open_rows,) = conn.execute(
                         "SELECT count(*) FROM automation.job_executions WHERE execution_id "
                         "LIKE 'burst-%%' AND status <> 'success'").fetchone()  # type: ignore[misc]
-                return open_rows == 0
+                    (have,) = conn.execute(
+                        "SELECT count(*) FROM automation.job_executions WHERE execution_id "
+                        "LIKE 'burst-%%'").fetchone()  # type: ignore[misc]
+                return open_rows == 0 and have == tasks
             converged = wait_until(settled, 180)
             t_conv = time.monotonic() - t0
             with psycopg.connect(database_url) as conn:
@@ -350,6 +375,8 @@ def main() -> None:
                 "flower_events_seen": flower.count - base_flower,
                 "sync_broker_reconnects": sync.metric("flower_ops_sync_reconnects_total"),
                 "sync_reconciled_rows": sync.metric("flower_ops_sync_reconciled_rows_total"),
+                "sync_discovered_rows": sync.metric("flower_ops_sync_discovered_rows_total"),
+                "sync_events_committed": sync.events(),
                 "rows": rows, "tasks_without_row": tasks - rows,
                 "rows_with_wrong_final_state": wrong, "converged": converged,
                 "seconds_to_converge": round(t_conv, 1)}

@@ -47,7 +47,10 @@ def _epoch(value: Any) -> float | None:
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(name)
+    raise ValueError(name)   # NaN, Infinity: not what a Python repr means by them
+
+
+_raw_decode = json.JSONDecoder(parse_constant=_reject_constant).raw_decode
 
 
 def _decode_repr(text: Any) -> tuple[Any, bool]:
@@ -59,7 +62,9 @@ def _decode_repr(text: Any) -> tuple[Any, bool]:
             and not text.startswith(EXACT_PREFIX):
         candidate = f"[{text[1:-1]}]" if text[0] == "(" and text[-1] == ")" else text
         try:
-            return json.loads(candidate, parse_constant=_reject_constant), False
+            value, end = _raw_decode(candidate)
+            if end == len(candidate):
+                return value, False
         except ValueError:
             pass
     return decode_args(text)

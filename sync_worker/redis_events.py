@@ -38,6 +38,20 @@ logger = logging.getLogger(__name__)
 _FAST_CHANNEL_MODULE = "kombu.transport.redis"
 
 
+# json.loads() wraps the C scanner in encoding detection and two regex
+# matches per call; raw_decode on a str goes straight to it.
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _json(text: bytes | str) -> Any:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    value, end = _raw_decode(text)
+    if end != len(text) and text[end:].strip():
+        raise ValueError(f"extra data at {end}")
+    return value
+
+
 class Undecodable(ValueError):
     """A pub/sub payload that is not a kombu message."""
 
@@ -93,13 +107,42 @@ def _adjust_timestamp(event: dict[str, Any]) -> None:
             pass
 
 
+# kombu's Redis transport writes the envelope as json.dumps of a dict in this
+# order, so an event published by Celery starts with exactly this.
+_ENVELOPE_HEAD = b'{"body": "'
+_ENVELOPE_JSON_BASE64 = b'", "content-encoding": "utf-8", "content-type": "application/json", '
+_BASE64_MARK = b', "body_encoding": "base64", '
+
+
+def _fast_body(payload: bytes) -> bytes | None:
+    """The JSON body of the common envelope (base64, JSON, UTF-8) without
+    parsing the envelope: base64 has no quote, so the body ends at the first
+    one. None when the envelope is not exactly that shape."""
+    if not payload.startswith(_ENVELOPE_HEAD):
+        return None
+    end = payload.find(b'"', 10)
+    if end < 0 or not payload.startswith(_ENVELOPE_JSON_BASE64, end):
+        return None
+    properties = payload.rfind(b'"properties": {')
+    if properties < 0 or payload.find(_BASE64_MARK, properties) < 0 and \
+            payload.find(b'{"body_encoding": "base64", ', properties) < 0:
+        return None
+    return base64.b64decode(payload[10:end])
+
+
 def decode_events(payload: bytes, *,
                   accept: frozenset[str] = frozenset({"application/json"})
                   ) -> list[dict[str, Any]]:
     """The event dicts carried by one kombu pub/sub payload (Celery may send
     a list of events in one message)."""
     try:
-        envelope = json.loads(payload)
+        fast = _fast_body(payload) if isinstance(payload, bytes) else None
+        if fast is not None and b'"__type__"' not in fast:
+            return _finish(_json(fast))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        pass                # not what it looked like: the full path decides
+    try:
+        envelope = _json(payload)
         body = envelope["body"]
         props = envelope.get("properties") or {}
         content_type = envelope.get("content-type")
@@ -117,13 +160,17 @@ def decode_events(payload: bytes, *,
             if (b'"__type__"' if isinstance(raw, bytes) else '"__type__"') in raw:
                 event = kombu_json_loads(raw)
             else:
-                event = json.loads(raw)
+                event = _json(raw)
         else:
             event = kombu_loads(raw, content_type, encoding, accept=accept)
-    except (ValueError, TypeError, binascii.Error) as exc:
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
         raise Undecodable(f"undecodable event body: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - kombu raises its own family per codec
         raise Undecodable(f"undecodable event body: {exc!r}") from exc
+    return _finish(event)
+
+
+def _finish(event: Any) -> list[dict[str, Any]]:
     events = event if isinstance(event, list) else [event]
     now = time.time()
     for one in events:
@@ -134,74 +181,160 @@ def decode_events(payload: bytes, *,
     return events
 
 
+class RespReader:
+    """Pub/sub replies (RESP2 arrays of bulk strings and integers) parsed from
+    raw socket bytes. redis-py's parser costs a Python call per element; this
+    slices whole frames out of a buffer filled by large ``recv``s."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0          # parsed up to here; the rest waits for more bytes
+
+    def feed(self, data: bytes) -> None:
+        # one copy per recv: what is left of the old buffer plus the new bytes
+        rest = self._buf[self._pos:] if self._pos < len(self._buf) else b""
+        self._buf = rest + data if rest else data
+        self._pos = 0
+
+    def frames(self, limit: int) -> list[list[Any]]:
+        """Complete frames buffered (at most ``limit``); partial ones wait."""
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        out: list[list[Any]] = []
+        find = buf.find
+        while len(out) < limit and pos < end:
+            if buf[pos] != 42:              # b"*": anything else is a protocol error
+                raise ConnectionError(f"unexpected Redis reply {buf[pos:pos + 40]!r}")
+            eol = find(b"\r\n", pos)
+            if eol < 0:
+                break
+            count = int(buf[pos + 1:eol])
+            cur = eol + 2
+            items: list[Any] = []
+            complete = True
+            for _ in range(count):
+                eol = find(b"\r\n", cur)
+                if eol < 0:
+                    complete = False
+                    break
+                kind = buf[cur]
+                if kind == 36:              # b"$": bulk string
+                    size = int(buf[cur + 1:eol])
+                    if size < 0:
+                        items.append(None)
+                        cur = eol + 2
+                        continue
+                    stop = eol + 2 + size
+                    if stop + 2 > end:
+                        complete = False
+                        break
+                    items.append(buf[eol + 2:stop])
+                    cur = stop + 2
+                elif kind == 58:            # b":": integer
+                    items.append(int(buf[cur + 1:eol]))
+                    cur = eol + 2
+                elif kind == 43:            # b"+": simple string
+                    items.append(buf[cur + 1:eol])
+                    cur = eol + 2
+                else:
+                    raise ConnectionError(f"unexpected Redis reply {buf[cur:cur + 40]!r}")
+            if not complete:
+                break
+            out.append(items)
+            pos = cur
+        self._pos = pos
+        return out
+
+
 class RedisEventStream:
     """One PSUBSCRIBE connection; ``run`` hands decoded events to ``handle_many``
-    in chunks until ``should_stop`` or a connection error (which it raises)."""
+    in chunks until ``should_stop`` or a connection error (which it raises).
+
+    redis-py connects (auth, TLS, db) and sends the commands; replies are read
+    straight from its socket by ``RespReader``, many per ``recv``."""
 
     def __init__(self, target: RedisEventsTarget, *,
                  handle_many: Callable[[list[dict[str, Any]]], None],
                  on_subscribed: Callable[[], None], should_stop: Callable[[], bool],
-                 max_chunk: int = 1000, idle_ping_seconds: float = 15.0) -> None:
+                 max_chunk: int = 1000, idle_ping_seconds: float = 15.0,
+                 recv_bytes: int = 1 << 20) -> None:
         self._target = target
         self._handle_many = handle_many
         self._on_subscribed = on_subscribed
         self._should_stop = should_stop
         self._max_chunk = max_chunk
         self._idle_ping = idle_ping_seconds
-        self._client: redis.Redis | None = None
-        self._pubsub: Any = None
+        self._recv_bytes = recv_bytes
+        self._conn: Any = None
         self.undecodable = 0
 
     def close(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        client, self._client = self._client, None
-        for thing in (pubsub, client):
-            if thing is not None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.disconnect()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+
+    def _decode(self, frames: list[list[Any]], accept: frozenset[str]
+                ) -> tuple[list[dict[str, Any]], bool]:
+        events: list[dict[str, Any]] = []
+        subscribed = False
+        for frame in frames:
+            kind = frame[0]
+            if kind == b"pmessage":
                 try:
-                    thing.close()
-                except Exception:  # noqa: BLE001 - closing a broken connection
-                    pass
+                    events.extend(decode_events(frame[3], accept=accept))
+                except Undecodable as exc:
+                    self.undecodable += 1
+                    if self.undecodable <= 10 or self.undecodable % 1000 == 0:
+                        logger.warning("skipping an event on %r: %s (%d so far)",
+                                       frame[2], exc, self.undecodable)
+            elif kind == b"psubscribe":
+                subscribed = True
+        return events, subscribed
 
     def run(self) -> None:
-        self._client = redis.Redis(connection_pool=redis.ConnectionPool(
-            **self._target.connection_params))
-        self._pubsub = self._client.pubsub()
-        self._pubsub.psubscribe(self._target.pattern)
-        conn = self._pubsub.connection
+        params = dict(self._target.connection_params)
+        connection_class = params.pop("connection_class", redis.Connection)
+        for name in ("health_check_interval", "retry_on_timeout"):
+            params.pop(name, None)
+        conn = connection_class(**params)
+        self._conn = conn
+        conn.connect()
+        conn.send_command("PSUBSCRIBE", self._target.pattern)
+        sock = conn._sock
+        sock.settimeout(0.5)
+        reader = RespReader()
+        accept = self._target.accept
         subscribed = False
         last_read = time.monotonic()
         ping_sent_at: float | None = None
-        chunk: list[dict[str, Any]] = []
-        accept = self._target.accept
         while not self._should_stop():
-            if not conn.can_read(timeout=0.5):
+            try:
+                data = sock.recv(self._recv_bytes)
+            except TimeoutError:
                 now = time.monotonic()
                 if ping_sent_at is not None and now - ping_sent_at > self._idle_ping:
                     raise ConnectionError("Redis did not answer a PING on the events "
-                                          f"connection for {self._idle_ping:.0f}s")
+                                          f"connection for {self._idle_ping:.0f}s") from None
                 if ping_sent_at is None and now - last_read > self._idle_ping:
-                    self._pubsub.ping()
+                    conn.send_command("PING")
                     ping_sent_at = now
                 continue
-            # drain what is buffered or already on the socket, in bounded chunks
-            while True:
-                reply = conn.read_response()
-                kind = reply[0] if isinstance(reply, list) else None
-                if kind == b"pmessage":
-                    try:
-                        chunk.extend(decode_events(reply[3], accept=accept))
-                    except Undecodable as exc:
-                        self.undecodable += 1
-                        if self.undecodable <= 10 or self.undecodable % 1000 == 0:
-                            logger.warning("skipping an event on %r: %s (%d so far)",
-                                           reply[2], exc, self.undecodable)
-                elif kind == b"psubscribe" and not subscribed:
-                    subscribed = True
-                    self._on_subscribed()
-                if len(chunk) >= self._max_chunk or not conn.can_read(timeout=0):
-                    break
-            if chunk:
-                self._handle_many(chunk)
-                chunk = []
+            if not data:
+                raise ConnectionError("Redis closed the events connection")
             last_read = time.monotonic()
             ping_sent_at = None
+            reader.feed(data)
+            while True:
+                frames = reader.frames(self._max_chunk)
+                if not frames:
+                    break
+                events, confirmed = self._decode(frames, accept)
+                if events:
+                    self._handle_many(events)
+                if confirmed and not subscribed:
+                    subscribed = True
+                    self._on_subscribed()

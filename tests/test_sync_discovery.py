@@ -164,6 +164,8 @@ def test_tasks_finished_or_queued_while_no_sync_worker_ran_get_rows_on_start(
     sync: SyncWorker = start_in_process(redis_url, database_url,
                                         FLOWER_OPS_SYNC_DISCOVERY_BATCH_SIZE="10")
     try:
+        wait_for(lambda: sync.discovery_passes >= 1, timeout_seconds=30,
+                 message="first discovery pass")
         wait_all(database_url, [r.id for r in done + [echo]], "success", timeout_seconds=30)
         wait_all(database_url, [bad.id], "failure", timeout_seconds=30)
         wait_all(database_url, [r.id for r in queued], "pending", timeout_seconds=30)
