@@ -1,0 +1,83 @@
+"""Helpers shared by the benchmarks: latency summaries, verdicts, report lines.
+
+Benchmarks print figures and ratios against a baseline measured side by side
+in the same run; nothing here asserts on time.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between ranks."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile must be within 0..100, got {q}")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Latencies of one endpoint, in seconds."""
+
+    count: int
+    median_s: float
+    p99_s: float
+    mean_s: float
+    min_s: float
+    max_s: float
+
+    @classmethod
+    def of(cls, samples_s: Sequence[float]) -> LatencySummary:
+        return cls(count=len(samples_s), median_s=statistics.median(samples_s),
+                   p99_s=percentile(samples_s, 99.0), mean_s=statistics.fmean(samples_s),
+                   min_s=min(samples_s), max_s=max(samples_s))
+
+    def line(self, label: str, *, width: int = 44) -> str:
+        return (f"  {label:<{width}} n={self.count:<5d} median {ms(self.median_s):>9}"
+                f"  p99 {ms(self.p99_s):>9}  mean {ms(self.mean_s):>9}"
+                f"  min {ms(self.min_s):>9}  max {ms(self.max_s):>9}")
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000.0:.3f} ms"
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else float("inf")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def check_line(label: str, value: str, target: str, ok: bool, *, width: int = 52) -> str:
+    return f"  [{verdict(ok)}] {label:<{width}} {value:>14}   (target {target})"
+
+
+def heading(title: str) -> str:
+    return f"\n== {title} " + "=" * max(0, 76 - len(title))
+
+
+def environment_line() -> str:
+    try:
+        load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return (f"python {platform.python_version()} ({platform.python_implementation()}), "
+            f"{os.cpu_count()} CPUs, load average {load}")
+
+
+def best_and_median(values: Iterable[float]) -> tuple[float, float]:
+    """Largest and median of per-round rates (higher is better)."""
+    ordered = sorted(values)
+    return ordered[-1], statistics.median(ordered)
