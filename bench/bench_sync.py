@@ -25,7 +25,6 @@ import argparse
 import base64
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -37,11 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
-import redis  # noqa: E402
-from celery import Celery  # noqa: E402
+import psycopg
+import redis
+from celery import Celery
 
-from flower_ops.embedded import EmbeddedRedis, free_port  # noqa: E402
+from flower_ops.embedded import EmbeddedRedis, free_port
 
 # Flower's real path: its ``Events`` thread (kombu EventReceiver) hands every
 # event to the IOLoop, where ``EventsState.event`` applies it. Counted on the
@@ -164,7 +163,7 @@ def lifecycle_messages(task_id: str, i: int, *, db: int = 0) -> list[tuple[str, 
     ]
 
 
-def publish_raw(client: "redis.Redis[bytes]", messages: list[tuple[str, bytes]], *,
+def publish_raw(client: redis.Redis[bytes], messages: list[tuple[str, bytes]], *,
                 chunk: int = 2000) -> None:
     for start in range(0, len(messages), chunk):
         pipe = client.pipeline(transaction=False)
@@ -201,7 +200,7 @@ def publish(app: Celery, count_tasks: int, *, rate_events_per_second: float | No
     return ids
 
 
-def store_results(client: "redis.Redis[bytes]", ids: list[str]) -> None:
+def store_results(client: redis.Redis[bytes], ids: list[str]) -> None:
     """What workers would have written to the result backend."""
     pipe = client.pipeline(transaction=False)
     done = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())

@@ -5,8 +5,8 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from types import FrameType
-from typing import Sequence
 
 from flower_ops.config import ConfigError
 from sync_worker.config import SyncWorkerConfig

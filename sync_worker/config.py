@@ -5,8 +5,8 @@ value raises ``flower_ops.config.ConfigError`` naming the variable.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from flower_ops.config import DEFAULT_REDIS_URL, ConfigError, EnvReader
 
@@ -49,7 +49,7 @@ class SyncWorkerConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
-                 app: str | None = None) -> "SyncWorkerConfig":
+                 app: str | None = None) -> SyncWorkerConfig:
         env = EnvReader(environ)
         database_url = env.url("DATABASE_URL", schemes=("postgres", "postgresql"))
         if database_url is None:

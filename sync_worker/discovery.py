@@ -25,8 +25,9 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from celery import states
 
@@ -232,7 +233,7 @@ def queue_discovery_for(app: Any, conn: Any, *, store: PgExecutionStore,
     params["protocol"] = 2
     prefix = getattr(channel, "global_keyprefix", "") or ""
     keys: dict[str, str] = {}
-    for queue in app.amqp.queues.keys():
+    for queue in app.amqp.queues:
         for pri in channel.priority_steps:
             keys[prefix + channel._q_for_pri(queue, pri)] = queue
     client = redis.Redis(connection_pool=redis.ConnectionPool(**params))

@@ -16,14 +16,15 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from celery import Celery
 
 from flower_ops.payload import EXACT_PREFIX, decode_args
 from sync_worker.backoff import Backoff
-from sync_worker.redis_events import RedisEventStream, RedisEventsTarget, redis_events_target
+from sync_worker.redis_events import RedisEventsTarget, RedisEventStream, redis_events_target
 from sync_worker.transitions import EVENT_STATES, Transition
 
 logger = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class EventConsumer:
                     receiver.on_consume_ready = self._ready_hook(receiver, first, conn)
                     first = False
                     receiver.capture(limit=None, timeout=None, wakeup=True)
-            except Exception as exc:  # noqa: BLE001 - top of a network loop
+            except Exception as exc:
                 self.connected.clear()
                 if self._stop.is_set():
                     return

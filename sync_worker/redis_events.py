@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import redis
 from kombu.serialization import loads as kombu_loads
@@ -165,7 +167,7 @@ def decode_events(payload: bytes, *,
             event = kombu_loads(raw, content_type, encoding, accept=accept)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
         raise Undecodable(f"undecodable event body: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - kombu raises its own family per codec
+    except Exception as exc:
         raise Undecodable(f"undecodable event body: {exc!r}") from exc
     return _finish(event)
 
@@ -272,10 +274,8 @@ class RedisEventStream:
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):   # closing a broken connection
                 conn.disconnect()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
 
     def _decode(self, frames: list[list[Any]], accept: frozenset[str]
                 ) -> tuple[list[dict[str, Any]], bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import psycopg
 from celery import Celery
@@ -349,7 +349,7 @@ class SyncWorker:
                     self._apply_retention()
                     next_retention = time.monotonic() + self.config.retention_interval_seconds
                 backoff.reset()
-            except Exception as exc:  # noqa: BLE001 - top of a network loop
+            except Exception as exc:
                 delay = backoff.next_delay()
                 if isinstance(exc, (StoreUnavailable, ConnectionError, OSError)):
                     logger.warning("reconciliation failed (%s); retrying in %.1fs", exc, delay)
@@ -420,7 +420,7 @@ class SyncWorker:
                     self.config.discovery_interval_seconds
                 next_pass = time.monotonic() + wait
                 backoff.reset()
-            except Exception as exc:  # noqa: BLE001 - top of a network loop
+            except Exception as exc:
                 built = False
                 delay = backoff.next_delay()
                 if isinstance(exc, (StoreUnavailable, ConnectionError, OSError)) or \

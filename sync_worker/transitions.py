@@ -8,8 +8,9 @@ twin of that function and must stay equal to it.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from flower_ops.models import STATE_TO_STATUS
 

@@ -6,7 +6,8 @@ import base64
 import json
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any, Self
 
 import psycopg
 import pytest
@@ -43,7 +44,7 @@ class Collector:
         with self._lock:
             self.transitions.append(transition)
 
-    def __enter__(self) -> "Collector":
+    def __enter__(self) -> Self:
         self.thread.start()
         assert self.consumer.connected.wait(20), "consumer did not subscribe"
         return self
@@ -81,7 +82,7 @@ def test_same_events_through_both_receivers_produce_identical_rows(
             failing = app.send_task("automation.fail", args=("broken",))
             for r in results:
                 r.get(timeout=30)
-            with pytest.raises(Exception):
+            with pytest.raises(ValueError):
                 failing.get(timeout=30)
             ids = {r.id for r in results} | {failing.id}
 
@@ -155,7 +156,7 @@ def test_tasks_finished_or_queued_while_no_sync_worker_ran_get_rows_on_start(
         bad = app.send_task("automation.fail", args=("nobody listened",))
         for r in done + [echo]:
             r.get(timeout=30)
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError):
             bad.get(timeout=30)
     finally:
         worker.stop()
