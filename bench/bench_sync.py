@@ -115,7 +115,7 @@ class SyncConsumer:
             return 0.0
         total = 0.0
         for line in text.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
+            if line.startswith((name + " ", name + "{")):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
@@ -163,7 +163,7 @@ def lifecycle_messages(task_id: str, i: int, *, db: int = 0) -> list[tuple[str, 
     ]
 
 
-def publish_raw(client: redis.Redis[bytes], messages: list[tuple[str, bytes]], *,
+def publish_raw(client: redis.Redis, messages: list[tuple[str, bytes]], *,
                 chunk: int = 2000) -> None:
     for start in range(0, len(messages), chunk):
         pipe = client.pipeline(transaction=False)
@@ -200,7 +200,7 @@ def publish(app: Celery, count_tasks: int, *, rate_events_per_second: float | No
     return ids
 
 
-def store_results(client: redis.Redis[bytes], ids: list[str]) -> None:
+def store_results(client: redis.Redis, ids: list[str]) -> None:
     """What workers would have written to the result backend."""
     pipe = client.pipeline(transaction=False)
     done = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
@@ -260,7 +260,6 @@ def main() -> None:
     with psycopg.connect(args.pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
     database_url = args.pg_admin_url.rsplit("/", 1)[0] + f"/{dbname}"
-    app = Celery("bench", broker=broker, set_as_current=False)
     log = Path(f"/tmp/bench-sync-{os.getpid()}.log")
     sync = SyncConsumer(broker, database_url, log)
     flower = FlowerConsumer(broker)

@@ -172,7 +172,7 @@ class EventConsumer:
                  fast_redis: bool = True) -> None:
         self._app = app
         self._sink = sink
-        self._sink_many = sink_many or (lambda items: [sink(t) for t in items] and None)
+        self._sink_many = sink_many or self._sink_each
         self._fast_redis = fast_redis
         self._stream: RedisEventStream | None = None
         self.path: str | None = None          # "redis-pubsub" or "kombu", once connected
@@ -190,6 +190,10 @@ class EventConsumer:
         receiver = self._receiver
         if receiver is not None:
             receiver.should_stop = True
+
+    def _sink_each(self, transitions: list[Transition]) -> None:
+        for transition in transitions:
+            self._sink(transition)
 
     def _handle(self, event: dict[str, Any]) -> None:
         self._handle_many([event])

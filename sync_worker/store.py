@@ -9,6 +9,7 @@ connection (committed or not, we cannot know) safe.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -214,10 +215,8 @@ class PgExecutionStore:
 
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):   # already broken, just let go of it
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - already broken, just let go of it
-                pass
             self._conn = None
 
     # -- the sync worker's batch -------------------------------------------
