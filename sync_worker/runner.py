@@ -244,6 +244,10 @@ class SyncWorker:
         self.is_leader.set()
         self.metrics.leader.set(1)
         self._gap()                 # on start: close whatever gap we had
+        try:   # schema first, so "listening" means rows can be read
+            self.store.connect()
+        except StoreUnavailable as exc:
+            logger.warning("database not ready (%s); the writer retries with backoff", exc)
         consumer = EventConsumer(app=self.app, sink=self.buffer.put, liveness=self.liveness,
                                  on_connected=self._gap,
                                  backoff=self._backoff(),

@@ -198,3 +198,32 @@ def test_tasks_finished_or_queued_while_no_sync_worker_ran_get_rows_on_start(
     finally:
         sync.stop()
         worker.stop()
+
+
+def _rabbitmq_up() -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", 5672)) == 0
+
+
+@pytest.mark.skipif(not _rabbitmq_up(), reason="no RabbitMQ on 127.0.0.1:5672")
+def test_amqp_broker_falls_back_to_celerys_event_receiver(
+        redis_url: str, database_url: str) -> None:
+    amqp_url = "amqp://guest:guest@127.0.0.1:5672//"
+    sync = start_in_process(amqp_url, database_url, CELERY_RESULT_BACKEND=redis_url)
+    try:
+        assert sync._consumer is not None and sync._consumer.path == "kombu"
+        app = Celery("amqp-events", broker=amqp_url, set_as_current=False)
+        task_id = f"amqp-{time.time_ns()}"
+        with app.connection_for_write() as conn:
+            dispatcher = app.events.Dispatcher(conn, hostname="pub@host", enabled=True)
+            dispatcher.send("task-sent", uuid=task_id, name="automation.add", args="(1, 2)",
+                            kwargs="{}", queue="celery", routing_key="celery")
+            dispatcher.send("task-succeeded", uuid=task_id, result="3", runtime=0.01)
+        wait_all(database_url, [task_id], "success", timeout_seconds=20)
+        got = rows(database_url)[task_id]
+        assert (got[1], got[5], got[8]) == ("automation.add", [1, 2], 3)
+    finally:
+        sync.stop()
