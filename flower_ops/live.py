@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_TASKS = 50
+PARTS_MAX_AGE_SECONDS = 0.5
+MAX_FLUSH_SECONDS = 0.5
+FLUSH_LOAD_FACTOR = 4.0
 MAX_SNAPSHOT_TASKS = 500
 MAX_FILTER_VALUES = 50
 MAX_FILTER_TEXT = 256
@@ -250,9 +253,14 @@ class LiveFeed:
         self._prev_states: dict[str, str | None] = {}
         self._flush_handle: object | None = None
         self._last_flush = 0.0
+        self._flush_interval = self.flush_seconds
         self._buffer: deque[_Delta] = deque()
         self._buffered_tasks = 0
         self._timer: PeriodicCallback | None = None
+        # Snapshot pieces shared by clients that connect close together: the
+        # shared parts for PARTS_MAX_AGE_SECONDS, the task lists until the next flush.
+        self._parts_cache: tuple[float, str] | None = None
+        self._tasks_cache: dict[tuple[Filters, int], str] = {}
         self.stats = {"flushes": 0, "task_updates": 0, "snapshots": 0, "dropped": 0,
                       "messages": 0}
 
@@ -330,7 +338,7 @@ class LiveFeed:
         self._pending.update(changed)
         if self._flush_handle is None:
             now = self.io_loop.time()
-            delay = max(0.01, self._last_flush + self.flush_seconds - now)
+            delay = max(0.01, self._last_flush + self._flush_interval - now)
             self._flush_handle = self.io_loop.call_later(delay, self.flush)
 
     def _on_transition(self, uuid: str, old_state: str | None, task: Any) -> None:
@@ -354,10 +362,13 @@ class LiveFeed:
             if task is None:
                 removed.append(uuid)
             else:
-                tasks.append(task_summary(task))
+                # Unknown (null) fields are left out: a task's fields only go
+                # from unknown to known, and it makes every delta smaller.
+                tasks.append({k: v for k, v in task_summary(task).items() if v is not None})
         if not tasks and not removed:
             return
         tasks.sort(key=_task_time)
+        self._tasks_cache.clear()
         delta = _Delta(seq=self.next_seq(), time=time.time(), tasks=tasks, removed=removed,
                        prev_states={t["id"]: prev_states[t["id"]] for t in tasks
                                     if t["id"] in prev_states})
@@ -369,6 +380,11 @@ class LiveFeed:
                 self.stats["messages"] += 1
         # Only the raw tasks stay in the replay buffer
         delta.encoded = {}
+        # Under load (many clients, many changes) flush less often: fewer,
+        # larger, more coalesced messages keep the IOLoop responsive.
+        spent = self.io_loop.time() - self._last_flush
+        self._flush_interval = min(MAX_FLUSH_SECONDS,
+                                   max(self.flush_seconds, FLUSH_LOAD_FACTOR * spent))
 
     def _delta_message(self, delta: _Delta, filters: Filters) -> bytes | None:
         cached = delta.encoded.get(filters)
@@ -436,16 +452,29 @@ class LiveFeed:
 
     def _snapshot_message(self, seq: int, parts_json: str, filters: Filters, limit: int,
                           resync: bool = False) -> bytes:
-        tasks = self.snapshot_tasks(filters, limit)
+        key = (filters, limit)
+        tasks_json = self._tasks_cache.get(key)
+        if tasks_json is None:
+            tasks_json = self._tasks_cache[key] = encode(self.snapshot_tasks(filters, limit))
         head = encode({"type": "snapshot", "seq": seq, "time": time.time(),
-                       "filters": filters.as_json(), "resync": resync, **tasks})
-        # The shared parts are encoded once per snapshot round, then spliced in.
-        return f"{head[:-1]},{parts_json[1:]}".encode()
+                       "filters": filters.as_json(), "resync": resync})
+        # Shared pieces are encoded once, then spliced in.
+        return f"{head[:-1]},{tasks_json[1:-1]},{parts_json[1:]}".encode()
+
+    def _parts_json(self, *, fresh: bool) -> str:
+        now = self.io_loop.time()
+        cached = self._parts_cache
+        if not fresh and cached is not None and now - cached[0] < PARTS_MAX_AGE_SECONDS:
+            return cached[1]
+        parts_json = encode(self.snapshot_parts())
+        self._parts_cache = (now, parts_json)
+        return parts_json
 
     def send_snapshot(self, sub: Subscriber, *, resync: bool = False) -> None:
         seq = self.next_seq()
-        parts_json = encode(self.snapshot_parts())
-        sub.send(self._snapshot_message(seq, parts_json, sub.filters, sub.limit, resync), seq)
+        message = self._snapshot_message(seq, self._parts_json(fresh=False), sub.filters,
+                                         sub.limit, resync)
+        sub.send(message, seq)
 
     def broadcast_snapshot(self) -> None:
         if not self.subscribers:
@@ -457,7 +486,7 @@ class LiveFeed:
 
     def _broadcast_snapshot(self) -> None:
         seq = self.next_seq()
-        parts_json = encode(self.snapshot_parts())
+        parts_json = self._parts_json(fresh=True)
         messages: dict[tuple[Filters, int], bytes] = {}
         self.stats["snapshots"] += 1
         for sub in list(self.subscribers):
