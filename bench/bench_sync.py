@@ -213,6 +213,12 @@ def store_results(client: redis.Redis, ids: list[str]) -> None:
     pipe.execute()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def eventsstate_alone(count_tasks: int) -> float:
     """Events/s of ``EventsState.event()`` alone on pre-decoded events (no
     broker, no kombu): context for the end-to-end figures."""
@@ -275,6 +281,8 @@ def main() -> None:
             base_sync, base_flower = sync.events(), flower.count
             messages = [m for i in range(args.throughput_tasks)
                         for m in lifecycle_messages(f"tp-{uuid.uuid4()}", i)]
+            cpu0 = {"sync": cpu_seconds(sync.proc.pid), "flower": cpu_seconds(flower.proc.pid)}
+            cpu: dict[str, float] = {}
             t0 = time.monotonic()
             publish_raw(admin, messages)
             t_pub = time.monotonic() - t0
@@ -284,8 +292,10 @@ def main() -> None:
                 now = time.monotonic() - t0
                 if "sync" not in done and sync.events() - base_sync >= n_events:
                     done["sync"] = now
+                    cpu["sync"] = cpu_seconds(sync.proc.pid) - cpu0["sync"]
                 if "flower" not in done and flower.count - base_flower >= n_events:
                     done["flower"] = now
+                    cpu["flower"] = cpu_seconds(flower.proc.pid) - cpu0["flower"]
                 return len(done) == 2
             wait_until(progress, 600)
             sync_rate = n_events / done.get("sync", float("inf"))
@@ -296,6 +306,10 @@ def main() -> None:
                 "sync_worker_events_per_second_committed": round(sync_rate),
                 "flower_events_thread_eventsstate_events_per_second": round(flower_rate),
                 "ratio": round(sync_rate / flower_rate, 2) if flower_rate else None,
+                # CPU the consumer process itself spent per event (the sync
+                # worker's PostgreSQL backend not included): load-independent
+                "sync_worker_cpu_us_per_event": round(cpu.get("sync", 0) / n_events * 1e6, 1),
+                "flower_cpu_us_per_event": round(cpu.get("flower", 0) / n_events * 1e6, 1),
                 "context_eventsstate_event_alone_predecoded_events_per_second":
                     round(alone_rate),
                 "ratio_vs_eventsstate_alone": round(sync_rate / alone_rate, 2)}
