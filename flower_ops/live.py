@@ -180,8 +180,9 @@ class Subscriber:
         if self.closed:
             return False
         size = len(message)
-        if (self.pending_messages >= self.max_messages
-                or (self.pending_messages and self.pending_bytes + size > self.max_bytes)):
+        # Bounded by what is still unflushed; one large message on its way to a
+        # reader that keeps up is not a reason to drop it.
+        if self.pending_messages >= self.max_messages or self.pending_bytes > self.max_bytes:
             self.drop()
             return False
         try:

@@ -57,7 +57,7 @@ def stack(redis_service: RedisService, redis_db: int) -> Iterator[Stack]:
         "FLOWER_OPS_WS_ALLOWED_ORIGINS": ALLOWED_ORIGIN,
         "FLOWER_OPS_WS_SNAPSHOT_SECONDS": "0.5",
         "FLOWER_OPS_WS_CLIENT_QUEUE_SIZE": "200",
-        "FLOWER_OPS_WS_CLIENT_BUFFER_BYTES": str(512 * 1024),
+        "FLOWER_OPS_WS_CLIENT_BUFFER_BYTES": str(2 * 1024 * 1024),
         "FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "2",
         "FLOWER_OPS_QUEUE_REFRESH_SECONDS": "0.5",
     }).start()
