@@ -45,9 +45,24 @@ def decode_args(text: Any) -> tuple[Any, bool]:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return text, False
-    if isinstance(value, tuple):
-        value = list(value)
-    try:  # a truncated repr parses with Ellipsis in it, bytes and sets are not JSON
-        return loads(dumps(value)), False
-    except (TypeError, ValueError):
+    # A truncated repr parses with Ellipsis in it; bytes, sets and complex
+    # numbers are literals too, but not JSON: keep those as text.
+    if not _json_safe(value):
         return text, False
+    return (list(value) if isinstance(value, tuple) else value), False
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_safe(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, _SCALARS):
+        return True
+    if depth > 100:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_json_safe(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, (str, int, float, bool)) and _json_safe(item, depth + 1)
+                   for key, item in value.items())
+    return False

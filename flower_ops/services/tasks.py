@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import InvalidQuery, NotConfigured, NotFound
@@ -91,6 +92,39 @@ def split_cursor(cursor: str | None) -> tuple[str | None, str | None]:
     return kind, raw
 
 
+SUMMARY_CACHE_SIZE = 20_000
+
+
+class SummaryCache:
+    """Serialized task summaries, dropped when the index reports a change.
+
+    Parsing args, kwargs and results is most of a listing's cost; pages are
+    read far more often than tasks change, so each summary is built once.
+    """
+
+    def __init__(self, *, max_entries: int = SUMMARY_CACHE_SIZE) -> None:
+        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._max_entries = max_entries
+
+    def invalidate(self, changed: set[str]) -> None:
+        entries = self._entries
+        if len(changed) < len(entries):
+            for uuid in changed:
+                entries.pop(uuid, None)
+        else:
+            for uuid in [u for u in entries if u in changed]:
+                del entries[uuid]
+
+    def get(self, uuid: str, task: Any) -> dict[str, Any]:
+        summary = self._entries.get(uuid)
+        if summary is None:
+            summary = task_summary(task)
+            self._entries[uuid] = summary
+            if len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        return summary
+
+
 class TaskQueryService:
     """Answers task listings and details.
 
@@ -105,6 +139,8 @@ class TaskQueryService:
         self.index = index
         self.history = history
         self._run_blocking = run_blocking
+        self.summaries = SummaryCache()
+        index.change_listeners.append(self.summaries.invalidate)
 
     @property
     def tasks(self) -> Any:
@@ -119,7 +155,8 @@ class TaskQueryService:
         scoped = TaskQuery(**{**query.__dict__, "cursor": raw})
         ids, total, next_raw = self.index.query(scoped, matches)
         tasks = self.tasks
-        return TaskPage(tasks=[task_summary(tasks[uuid]) for uuid in ids], total=total,
+        summaries = self.summaries
+        return TaskPage(tasks=[summaries.get(uuid, tasks[uuid]) for uuid in ids], total=total,
                         next=encode_cursor(MEMORY_CURSOR, next_raw), source="memory")
 
     async def list(self, query: TaskQuery) -> TaskPage:
