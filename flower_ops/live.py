@@ -328,6 +328,17 @@ class LiveFeed:
         sub.limit = limit
         self.send_snapshot(sub)
 
+    def on_alert(self, event: str, alert: dict[str, Any]) -> None:
+        """An alert was raised, updated or resolved (health's ``alert_listeners``)."""
+        self._parts_cache = None
+        if not self.subscribers:
+            return
+        seq = self.next_seq()
+        message = encode({"type": "alert", "seq": seq, "time": time.time(), "event": event,
+                          "alert": alert}).encode()
+        for sub in list(self.subscribers):
+            sub.send(message, seq)
+
     def send(self, sub: Subscriber, message: dict[str, Any]) -> None:
         """A control message to one subscriber (error, pong, resumed)."""
         seq = self.next_seq()
@@ -520,6 +531,8 @@ def extend(ops: FlowerOps) -> None:
     ops.live = feed  # type: ignore[attr-defined]
     ops.on_start.append(feed.start)
     ops.on_stop.append(feed.stop)
+    # Pushed as they happen; the health extension adopts this list whichever runs first
+    vars(ops).setdefault("alert_listeners", []).append(feed.on_alert)
     register(ops)
 
 

@@ -216,6 +216,9 @@
         setConnection("live", "Live");
         applyTasks(message.tasks || [], message.removed || []);
         break;
+      case "alert":
+        applyAlert(message.event, message.alert || {});
+        break;
       case "resumed":
         state.backoff = BACKOFF_MIN_MS;
         setConnection("live", "Live");
@@ -240,7 +243,9 @@
     state.tasks = new Map();
     (message.tasks || []).forEach(function (t) { state.tasks.set(t.id, t); });
     renderStats(message.stats || {}, message.queues);
-    renderAlerts(message.alerts || []);
+    state.alerts = new Map();
+    (message.alerts || []).forEach(function (a, i) { state.alerts.set(a.id || String(i), a); });
+    renderAlerts(Array.from(state.alerts.values()));
     renderWorkers(message.workers || []);
     renderQueues(message.queues, message.queues_error);
     setText("fo-task-count", "(" + fmtNumber(message.total) + " matching in memory)");
@@ -620,6 +625,13 @@
       tr.appendChild(el("td", "text-end", age === null || age === undefined ? "—" : fmtSeconds(age)));
       tbody.appendChild(tr);
     });
+  }
+
+  function applyAlert(event, alert) {
+    if (!state.alerts) { state.alerts = new Map(); }
+    var key = alert.id || (asText(alert.kind) + ":" + asText(alert.subject));
+    if (event === "resolved") { state.alerts.delete(key); } else { state.alerts.set(key, alert); }
+    renderAlerts(Array.from(state.alerts.values()));
   }
 
   function renderAlerts(alerts) {
