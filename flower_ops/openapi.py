@@ -94,6 +94,16 @@ BASE: dict[str, Any] = {
                                      "runtime": {"type": "object"},
                                      "workers": {"type": "object"},
                                      "queues": {"type": "object"},
+                                     "alerts_total": {
+                                         "type": "integer",
+                                         "description": "active alerts; `alerts` lists the "
+                                                        "100 most severe, oldest first"},
+                                     "alerts_by_kind": {"type": "object",
+                                                        "additionalProperties": {
+                                                            "type": "integer"}},
+                                     "alerts_by_severity": {"type": "object",
+                                                            "additionalProperties": {
+                                                                "type": "integer"}},
                                      "alerts": {"type": "array", "items": {
                                          "type": "object",
                                          "required": ["kind", "subject", "severity", "since",

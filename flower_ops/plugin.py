@@ -6,7 +6,7 @@ import importlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from tornado.ioloop import PeriodicCallback
 
@@ -56,7 +56,8 @@ class FlowerOps:
         )
         self.tasks = TaskQueryService(index=self.index, history=self.history,
                                       run_blocking=self.run_blocking)
-        self.alert_provider: Callable[[], list[dict[str, Any]]] = lambda: []
+        self.alert_provider: Callable[[], list[dict[str, Any]] | Mapping[str, Any]] = \
+            lambda: []
         self.stats = StatsService(
             index=self.index, throughput=self.throughput, workers=self.workers.counts,
             queues=self._queue_totals, alerts=lambda: self.alert_provider(),

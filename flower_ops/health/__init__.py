@@ -5,7 +5,8 @@ an optional webhook (SPEC §9).
 ``extend(ops)`` (called by ``install()``) sets:
 
 * ``ops.health`` — the ``HealthMonitor``;
-* ``ops.alert_provider`` — the active alerts ``/stats`` shows;
+* ``ops.alert_provider`` — the alerts ``/stats`` shows: the most severe
+  active ones (``alerts``), ``alerts_total`` and counts by kind and severity;
 * ``ops.alert_listeners`` — a list of callables ``listener(event, alert)``
   called on the IOLoop thread with ``event`` in ``raised``/``updated``/
   ``resolved`` and the alert as a JSON-ready dict. Subscribe with
@@ -40,12 +41,15 @@ def extend(ops: FlowerOps) -> None:
             use_ssl=ops.flower.capp.conf.broker_use_ssl)
     health = HealthMonitor(ops)
     ops.health = health  # type: ignore[attr-defined]
-    ops.alert_provider = health.book.active_list
+    ops.alert_provider = health.stats_alerts
     # Adopt a list another extension may already have subscribed to
     shared = vars(ops).setdefault("alert_listeners", [])
     shared.extend(listener for listener in health.book.listeners if listener not in shared)
     health.book.listeners = shared
     ops.index.observers.append(health.started.observe)
+    state = ops.index.state
+    ops.index.change_listeners.append(
+        lambda changed: health.started.forget_missing(changed, state.tasks.data))
     ops.on_start.append(health.start)
     ops.on_stop.append(health.stop)
     ops.extra_routes.append((f"{API_BASE}/alerts/?", AlertsHandler))

@@ -1,21 +1,26 @@
 """``GET /alerts``: active alerts, the recently resolved ones, thresholds."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from ..errors import InvalidQuery
 from ..handlers.base import ApiHandler
 from ..openapi import errors, ok
+from .alerts import KINDS, SEVERITIES
+
+DEFAULT_LIMIT = 500
+MAX_LIMIT = 5000
 
 ALERT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["id", "kind", "subject", "severity", "since", "message"],
     "properties": {
         "id": {"type": "string"},
-        "kind": {"type": "string", "enum": ["stuck_task", "orphaned_task", "queue_backlog",
-                                            "worker_offline", "worker_saturated"]},
+        "kind": {"type": "string", "enum": list(KINDS)},
         "subject": {"type": "string",
                     "description": "task id, worker hostname or queue name"},
-        "severity": {"type": "string", "enum": ["warning", "critical"]},
+        "severity": {"type": "string", "enum": list(SEVERITIES)},
         "since": {"type": "number", "description": "when the condition began (epoch s)"},
         "message": {"type": "string"},
         "raised_at": {"type": "number"},
@@ -25,19 +30,55 @@ ALERT_SCHEMA: dict[str, Any] = {
     },
 }
 
+# Active alerts per kind and per severity, every one listed (0 when none)
+ALERT_COUNTS_SCHEMA: dict[str, Any] = {
+    "alerts_total": {"type": "integer", "description": "active alerts (of `kind`, if given)"},
+    "alerts_by_kind": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "alerts_by_severity": {"type": "object", "additionalProperties": {"type": "integer"}},
+}
+
+
+def parse_alert_query(get: Callable[[str], str | None]) -> tuple[int, str | None]:
+    """``limit`` (1..5000, default 500) and ``kind`` (one of the alert kinds)."""
+    limit = DEFAULT_LIMIT
+    raw_limit = get("limit")
+    if raw_limit not in (None, ""):
+        try:
+            limit = int(raw_limit)  # type: ignore[arg-type]
+        except ValueError:
+            raise InvalidQuery("limit must be an integer", {"parameter": "limit"}) from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}", {"parameter": "limit"})
+    kind = get("kind") or None
+    if kind is not None and kind not in KINDS:
+        raise InvalidQuery("unknown alert kind", {"parameter": "kind", "allowed": list(KINDS)})
+    return limit, kind
+
 
 class AlertsHandler(ApiHandler):
     def get(self) -> None:
-        self.write_json(self.ops.health.summary())  # type: ignore[attr-defined]
+        limit, kind = parse_alert_query(lambda name: self.get_query_argument(name, None))
+        self.write_json(self.ops.health.summary(limit=limit, kind=kind))  # type: ignore[attr-defined]
 
 
 def openapi_operations() -> dict[str, Any]:
     return {"get": {
         "summary": "Active and recently resolved alerts", "operationId": "listAlerts",
+        "parameters": [
+            {"name": "limit", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                        "default": DEFAULT_LIMIT},
+             "description": "at most this many active alerts, most severe then oldest first"},
+            {"name": "kind", "in": "query", "schema": {"type": "string", "enum": list(KINDS)},
+             "description": "only alerts of this kind (active and resolved)"},
+        ],
         "responses": {**ok({"type": "object", "required": ["alerts", "resolved"], "properties": {
-            "alerts": {"type": "array", "items": ALERT_SCHEMA},
-            "resolved": {"type": "array", "items": ALERT_SCHEMA},
+            "alerts": {"type": "array", "items": ALERT_SCHEMA,
+                       "description": "active alerts, most severe first, then oldest"},
+            **ALERT_COUNTS_SCHEMA,
+            "resolved": {"type": "array", "items": ALERT_SCHEMA,
+                         "description": "the last 50 resolved, newest first"},
             "thresholds": {"type": "object"},
             "webhook": {"type": "object", "nullable": True},
             "worker_probe_error": {"type": "string", "nullable": True}}}),
-            **errors(401, 403)}}}
+            **errors(400, 401, 403)}}}

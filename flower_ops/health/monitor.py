@@ -2,7 +2,8 @@
 
 Everything here runs on the IOLoop thread except the probe's broadcast (an
 executor thread). ``evaluate`` is cheap enough for a one-second timer: it
-touches the STARTED task ids, the workers and the last queue snapshot only.
+re-checks the workers and the last queue snapshot, and only the tasks that
+changed or whose stuck deadline passed (``task_alerts``).
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.ioloop import PeriodicCallback
 
-from .alerts import KINDS, AlertBook
+from .alerts import AlertBook
 from .probe import WorkerProbe
-from .rules import HealthRules, StartedTasks
+from .rules import EVALUATED_KINDS, HealthRules
+from .task_alerts import StartedTasks, TaskAlerts
 from .webhook import WebhookNotifier
 
 if TYPE_CHECKING:
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EVALUATE_INTERVAL_SECONDS = 1.0
+# ``GET /stats`` lists the most severe active alerts only, with the counts
+STATS_ALERTS = 100
 
 
 class HealthMonitor:
@@ -41,9 +45,11 @@ class HealthMonitor:
         ops.workers.probed = self.probe.replies
         purge = getattr(options, "purge_offline_workers", None)
         self.rules = HealthRules(
-            state=state, started=self.started, thresholds=config.alerts,
-            typical_runtime=ops.throughput.typical_runtime, queues=ops.queues,
-            workers=ops.workers, purge_offline_seconds=float(purge) if purge else None)
+            state=state, thresholds=config.alerts, queues=ops.queues, workers=ops.workers,
+            purge_offline_seconds=float(purge) if purge else None)
+        self.task_alerts = TaskAlerts(
+            started=self.started, book=self.book, thresholds=config.alerts,
+            typical_runtime=ops.throughput.typical_runtime)
         self.webhook: WebhookNotifier | None = None
         if config.alert_webhook_url:
             self.webhook = WebhookNotifier(url=config.alert_webhook_url)
@@ -72,17 +78,31 @@ class HealthMonitor:
         now = time.time() if now is None else now
         try:
             self.ops.index.sync()
-            findings = [*self.rules.task_findings(now), *self.rules.worker_findings(now),
-                        *self.rules.queue_findings(now)]
+            findings = [*self.rules.worker_findings(now), *self.rules.queue_findings(now)]
+            self.task_alerts.evaluate(now, self.rules.offline_workers)
         except Exception:
             logger.exception("alert evaluation failed")
             return
-        self.book.update(findings, kinds=KINDS, now=now)
+        self.book.update(findings, kinds=EVALUATED_KINDS, now=now)
 
-    def summary(self) -> dict[str, Any]:
+    def stats_alerts(self) -> dict[str, Any]:
+        """What ``GET /stats`` shows: the most severe active alerts and the counts."""
+        counts = self.book.counts_by()
+        return {"alerts": self.book.active_list(STATS_ALERTS),
+                "alerts_total": self.book.active_count(),
+                "alerts_by_kind": counts["by_kind"],
+                "alerts_by_severity": counts["by_severity"]}
+
+    def summary(self, *, limit: int | None = None, kind: str | None = None) -> dict[str, Any]:
+        """What ``GET /alerts`` shows: active alerts (the first ``limit``, of
+        ``kind`` when given), the recently resolved, thresholds, webhook."""
+        counts = self.book.counts_by()
         return {
-            "alerts": self.book.active_list(),
-            "resolved": self.book.resolved_list(),
+            "alerts": self.book.active_list(limit, kind=kind),
+            "alerts_total": self.book.active_count(kind),
+            "alerts_by_kind": counts["by_kind"],
+            "alerts_by_severity": counts["by_severity"],
+            "resolved": self.book.resolved_list(kind=kind),
             "thresholds": vars(self.ops.config.alerts).copy(),
             "webhook": (None if self.webhook is None else {
                 "delivered": self.webhook.delivered, "dropped": self.webhook.dropped,

@@ -1,58 +1,36 @@
-"""The alert rules: what is stuck, orphaned, backing up, offline or saturated.
+"""The alert rules re-checked on every evaluation: what is backing up, offline
+or saturated.
 
 Evaluated about once a second on the IOLoop thread, so every rule is cheap:
-tasks are checked from the set of ids currently ``STARTED`` (kept by an index
-observer, never a scan of all tasks), workers from Flower's worker state,
-queues from the last broker snapshot.
+workers from Flower's worker state, queues from the last broker snapshot.
+Stuck and orphaned tasks are raised from changes instead (``task_alerts``);
+they learn which workers are offline from ``offline_workers``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from ..config import AlertThresholds
 from .alerts import (
     CRITICAL,
-    ORPHANED_TASK,
     QUEUE_BACKLOG,
-    STUCK_TASK,
     WARNING,
     WORKER_OFFLINE,
     WORKER_SATURATED,
     Finding,
+    duration,
 )
 
-
-class StartedTasks:
-    """Ids of tasks whose last known state is STARTED (an index observer)."""
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-
-    def observe(self, uuid: str, old_state: str | None, task: Any) -> None:
-        if task.state == "STARTED":
-            self.ids.add(uuid)
-        else:
-            self.ids.discard(uuid)
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+# Checked on every evaluation; other kinds are raised and resolved on change
+EVALUATED_KINDS = (QUEUE_BACKLOG, WORKER_OFFLINE, WORKER_SATURATED)
 
 
 class HealthRules:
-    def __init__(self, *, state: Any, started: StartedTasks, thresholds: AlertThresholds,
-                 typical_runtime: Callable[[str], tuple[float, int] | None],
-                 queues: Any, workers: Any, purge_offline_seconds: float | None = None) -> None:
+    def __init__(self, *, state: Any, thresholds: AlertThresholds, queues: Any, workers: Any,
+                 purge_offline_seconds: float | None = None) -> None:
         self.state = state
-        self.started = started
         self.thresholds = thresholds
-        self.typical_runtime = typical_runtime
         self.queues = queues
         self.workers = workers
         self.purge_offline_seconds = purge_offline_seconds
@@ -61,6 +39,9 @@ class HealthRules:
         self._busy_since: dict[str, float] = {}
         self._over_since: dict[str, float] = {}
         self._unconsumed_since: dict[str, float] = {}
+        # Workers known to the state and offline at the last worker_findings
+        # (including announced shutdowns): their running tasks are orphaned
+        self.offline_workers: dict[str, float] = {}
 
     # -- workers -----------------------------------------------------------------------
 
@@ -76,11 +57,14 @@ class HealthRules:
 
     def worker_findings(self, now: float) -> Iterator[Finding]:
         limits = self.thresholds
+        offline: dict[str, float] = {}
+        self.offline_workers = offline
         for hostname, worker in list(self.state.workers.items()):
             since = self.offline_since(hostname, worker, now)
             if since is None:
                 yield from self._saturation(hostname, worker, now)
                 continue
+            offline[hostname] = since
             self._busy_since.pop(hostname, None)
             if not worker.heartbeats:
                 # It announced its shutdown (worker-offline event): a deploy or a
@@ -113,56 +97,6 @@ class HealthRules:
                     f"{duration(now - since)}{waiting}",
             details={"worker": hostname, "active": active, "max_concurrency": slots,
                      "reserved": reserved})
-
-    # -- tasks ------------------------------------------------------------------------
-
-    def task_findings(self, now: float) -> Iterator[Finding]:
-        tasks = self.state.tasks.data  # .data: reading must not reorder the LRU
-        workers = self.state.workers
-        limits = self.thresholds
-        for uuid in list(self.started.ids):
-            task = tasks.get(uuid)
-            if task is None or task.state != "STARTED":
-                self.started.ids.discard(uuid)
-                continue
-            name = task.name or "unknown task"
-            hostname = getattr(task.worker, "hostname", None) if task.worker else None
-            started = task.started or task.timestamp or now
-            worker = workers.get(hostname) if hostname else None
-            if worker is not None:
-                offline = self.offline_since(hostname, worker, now)  # type: ignore[arg-type]
-                if offline is not None:
-                    yield Finding(
-                        kind=ORPHANED_TASK, subject=uuid, severity=CRITICAL, since=offline,
-                        message=f"{name} [{uuid}] was running on {hostname}, which went "
-                                f"offline {duration(now - offline)} ago; it will not finish",
-                        details={"task_id": uuid, "task_name": task.name, "worker": hostname,
-                                 "started": started})
-                    continue
-            elapsed = now - started
-            details = {"task_id": uuid, "task_name": task.name, "worker": hostname,
-                       "started": started, "running_seconds": round(elapsed, 3)}
-            if elapsed > limits.stuck_task_seconds:
-                yield Finding(
-                    kind=STUCK_TASK, subject=uuid, severity=WARNING,
-                    since=started + limits.stuck_task_seconds,
-                    message=f"{name} [{uuid}] has been running for {duration(elapsed)} on "
-                            f"{hostname} (threshold {duration(limits.stuck_task_seconds)})",
-                    details={**details, "reason": "threshold",
-                             "threshold_seconds": limits.stuck_task_seconds})
-                continue
-            typical = self.typical_runtime(task.name) if task.name else None
-            if typical is None or typical[1] < limits.stuck_min_samples:
-                continue
-            p95, samples = typical
-            limit = max(p95 * limits.stuck_runtime_factor, limits.stuck_min_seconds)
-            if elapsed > limit:
-                yield Finding(
-                    kind=STUCK_TASK, subject=uuid, severity=WARNING, since=started + limit,
-                    message=f"{name} [{uuid}] has been running for {duration(elapsed)} on "
-                            f"{hostname}; it usually takes {p95:.3g}s (p95 of {samples} runs)",
-                    details={**details, "reason": "runtime", "usual_p95_seconds": p95,
-                             "samples": samples, "limit_seconds": limit})
 
     # -- queues ------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..models import TASK_STATES
 from ..sources.flower_state import TaskIndex
@@ -117,7 +117,7 @@ class StatsService:
     def __init__(self, *, index: TaskIndex, throughput: ThroughputTracker,
                  workers: Callable[[], dict[str, int]],
                  queues: Callable[[], dict[str, Any]],
-                 alerts: Callable[[], list[dict[str, Any]]],
+                 alerts: Callable[[], list[dict[str, Any]] | Mapping[str, Any]],
                  capabilities: Callable[[], dict[str, Any]]) -> None:
         self.index = index
         self.throughput = throughput
@@ -133,6 +133,8 @@ class StatsService:
         for state, count in counts.items():
             by_state.setdefault(state, count)
         summary = self.throughput.summary()
+        # A list of alerts, or a mapping: the list under "alerts" and its counts
+        alerts = self._alerts()
         return {
             "tasks": {"total": len(self.index), "by_state": by_state},
             "throughput": summary["throughput_per_minute"],
@@ -142,7 +144,7 @@ class StatsService:
             "runtime": self.throughput.runtimes(),
             "workers": self._workers(),
             "queues": self._queues(),
-            "alerts": self._alerts(),
+            **(alerts if isinstance(alerts, Mapping) else {"alerts": alerts}),
             "capabilities": self._capabilities(),
             "generated_at": time.time(),
         }
