@@ -6,13 +6,15 @@ import os
 import subprocess
 import sys
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 
 from tests.support.processes import ROOT, CeleryWorker, Monitor, wait_for
 from tests.support.services import RedisService
+from tests.support.stack import running_stack
 
 STATES = ("PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED")
 
@@ -51,24 +53,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(redis_service: RedisService, redis_db: int) -> Iterator[Stack]:
-    redis_service.client(redis_db).flushdb()
-    broker_url = redis_service.url(redis_db)
-    os.environ["REDIS_URL"] = broker_url
-    from tests.apps import automation
-
-    automation.app.conf.broker_url = broker_url
-    automation.app.conf.result_backend = broker_url
-    worker = CeleryWorker(broker_url, concurrency=2).start()
-    monitor = Monitor(broker_url, env={"FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "2",
-                                       "FLOWER_OPS_QUEUE_REFRESH_SECONDS": "0.5"}).start()
-    try:
-        worker.wait_ready(automation.app)
-        monitor.wait_ready()
-        yield Stack(broker_url, automation.app, worker, monitor)
-    finally:
-        worker.stop()
-        monitor.stop()
-        redis_service.client(redis_db).flushdb()
+    with running_stack(redis_service, redis_db) as (app, worker, monitor):
+        yield Stack(redis_service.url(redis_db), app, worker, monitor)
 
 
 def test_tasks_of_every_state_appear_with_their_fields(stack: Stack) -> None:
@@ -328,7 +314,7 @@ def test_bad_setting_stops_startup_naming_the_variable(redis_url: str, variable:
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), variable: value}
     result = subprocess.run([sys.executable, "-m", "celery", "-A", "tests.apps.automation",
                              "flower-ops", "--port=0"], env=env, cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert variable in result.stderr
     assert len([line for line in result.stderr.splitlines() if variable in line]) == 1

@@ -2,7 +2,6 @@
 `celery -A APP flower-ops` process and a real Celery worker."""
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +11,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.support.processes import CeleryWorker, Monitor
 from tests.support.services import RedisService
+from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.browser
 
@@ -30,24 +30,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(redis_service: RedisService, redis_db: int) -> Iterator[Stack]:
-    redis_service.client(redis_db).flushdb()
-    broker_url = redis_service.url(redis_db)
-    os.environ["REDIS_URL"] = broker_url
-    from tests.apps import automation
-
-    automation.app.conf.broker_url = broker_url
-    automation.app.conf.result_backend = broker_url
-    worker = CeleryWorker(broker_url, concurrency=2).start()
-    monitor = Monitor(broker_url, env={"FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "2",
-                                       "FLOWER_OPS_QUEUE_REFRESH_SECONDS": "0.5"}).start()
-    try:
-        worker.wait_ready(automation.app)
-        monitor.wait_ready()
+    with running_stack(redis_service, redis_db) as (_app, worker, monitor):
         yield Stack(worker, monitor)
-    finally:
-        worker.stop()
-        monitor.stop()
-        redis_service.client(redis_db).flushdb()
 
 
 @pytest.fixture(scope="module")

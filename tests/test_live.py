@@ -19,6 +19,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from tests.support.processes import CeleryWorker, Monitor
 from tests.support.services import RedisService
+from tests.support.stack import running_stack
 
 SECRET = "live-feed-test-secret-0123456789"
 ALLOWED_ORIGIN = "http://dashboard.example"
@@ -44,31 +45,15 @@ def token(*, scope: str = "monitoring:read", ttl_seconds: float = 600) -> str:
 
 @pytest.fixture(scope="module")
 def stack(redis_service: RedisService, redis_db: int) -> Iterator[Stack]:
-    redis_service.client(redis_db).flushdb()
-    broker_url = redis_service.url(redis_db)
-    os.environ["REDIS_URL"] = broker_url
-    from tests.apps import automation
-
-    automation.app.conf.broker_url = broker_url
-    automation.app.conf.result_backend = broker_url
-    worker = CeleryWorker(broker_url, concurrency=2).start()
-    monitor = Monitor(broker_url, env={
+    env = {
         "JWT_SECRET": SECRET,
         "FLOWER_OPS_WS_ALLOWED_ORIGINS": ALLOWED_ORIGIN,
         "FLOWER_OPS_WS_SNAPSHOT_SECONDS": "0.5",
         "FLOWER_OPS_WS_CLIENT_QUEUE_SIZE": "200",
         "FLOWER_OPS_WS_CLIENT_BUFFER_BYTES": str(2 * 1024 * 1024),
-        "FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "2",
-        "FLOWER_OPS_QUEUE_REFRESH_SECONDS": "0.5",
-    }).start()
-    try:
-        worker.wait_ready(automation.app)
-        monitor.wait_ready()
-        yield Stack(automation.app, worker, monitor)
-    finally:
-        worker.stop()
-        monitor.stop()
-        redis_service.client(redis_db).flushdb()
+    }
+    with running_stack(redis_service, redis_db, monitor_env=env) as (app, worker, monitor):
+        yield Stack(app, worker, monitor)
 
 
 def run(coro: Awaitable[Any]) -> Any:
