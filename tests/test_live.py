@@ -328,7 +328,8 @@ def test_subscription_filters_by_name_and_state(stack: Stack) -> None:
                                              "filters": {"state": "STARTED"}}))
         await until(conn, lambda m: m["type"] == "snapshot"
                     and m["filters"]["state"] == ["STARTED"])
-        slow = automation.sleep.delay(1.5)
+        # long enough that STARTED and SUCCESS never fold into one flush under load
+        slow = automation.sleep.delay(4)
         await until(conn, has_task(slow.id, "STARTED"))
         # the change that takes it out of the filter still arrives, once
         await until(conn, has_task(slow.id, "SUCCESS"))
