@@ -163,7 +163,13 @@ def test_task_running_past_threshold_raises_stuck_alert_that_resolves_when_it_en
         assert stuck["severity"] == "warning"
         assert "automation.sleep" in stuck["message"] and worker.hostname in stuck["message"]
         assert stuck["details"]["reason"] == "threshold"
-        assert any(a["id"] == stuck["id"] for a in api.get("/stats")["alerts"])
+        stats = api.get("/stats")
+        assert any(a["id"] == stuck["id"] for a in stats["alerts"])
+        assert stats["alerts_total"] >= 1 and stats["alerts_by_kind"]["stuck_task"] >= 1
+        only_stuck = api.get("/alerts?kind=stuck_task&limit=1")
+        assert [a["kind"] for a in only_stuck["alerts"]] == ["stuck_task"]
+        bad = requests.get(f"{api.monitor.api}/alerts?limit=0", headers=api.headers, timeout=5)
+        assert bad.status_code == 400
         assert 'flower_ops_alerts_active{kind="stuck_task",severity="warning"} 1.0' \
             in api.metrics()
         # One pool slot, busy: the worker is saturated too

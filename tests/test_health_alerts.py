@@ -105,3 +105,38 @@ def test_bad_alert_setting_names_the_variable(variable: str, value: str) -> None
     with pytest.raises(ConfigError) as error:
         MonitorConfig.from_env({variable: value})
     assert error.value.variable == variable
+
+
+def test_active_alerts_are_listed_most_severe_then_oldest_with_limit_kind_and_counts() -> None:
+    book = AlertBook()
+    for i in range(10):
+        book.raise_alert(Finding(kind=STUCK_TASK, subject=f"t{i}", severity=WARNING,
+                                 since=100.0 - i, message=f"task t{i} is stuck"), now=1.0)
+    book.raise_alert(Finding(kind=QUEUE_BACKLOG, subject="q", severity=CRITICAL, since=200.0,
+                             message="queue q backlog"), now=1.0)
+    assert [a["subject"] for a in book.active_list(4)] == ["q", "t9", "t8", "t7"]
+    assert [a["subject"] for a in book.active_list(2, kind=STUCK_TASK)] == ["t9", "t8"]
+    assert book.active_count() == 11 and book.active_count(STUCK_TASK) == 10
+    counts = book.counts_by()
+    assert counts["by_kind"][STUCK_TASK] == 10 and counts["by_kind"]["worker_offline"] == 0
+    assert counts["by_severity"] == {WARNING: 10, CRITICAL: 1}
+
+    # Raising an active condition again changes nothing; resolving is immediate
+    assert book.raise_alert(stuck("t0"), now=2.0) is False
+    assert book.resolve((STUCK_TASK, "t9"), now=3.0) is True
+    assert book.resolve((STUCK_TASK, "t9"), now=3.0) is False
+    assert [a["subject"] for a in book.active_list(2)] == ["q", "t8"]
+    assert book.counts() == {(STUCK_TASK, WARNING): 9, (QUEUE_BACKLOG, CRITICAL): 1}
+
+
+def test_an_unchanged_finding_does_not_rewrite_the_alert() -> None:
+    book = AlertBook()
+    backlog = Finding(kind=QUEUE_BACKLOG, subject="q", severity=WARNING, since=1.0,
+                      message="queue q backlog", details={"messages": 100})
+    book.update([backlog], kinds=[QUEUE_BACKLOG], now=1.0)
+    first = book.active[backlog.key]
+    book.update([backlog], kinds=[QUEUE_BACKLOG], now=2.0)
+    assert book.active[backlog.key] is first
+    book.update([Finding(**{**backlog.__dict__, "details": {"messages": 150}})],
+                kinds=[QUEUE_BACKLOG], now=3.0)
+    assert book.active_list()[0]["details"] == {"messages": 150}
