@@ -31,7 +31,6 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from .errors import InvalidQuery, Unavailable
 from .models import TASK_STATES, TaskQuery
-from .services.tasks import task_summary
 
 if TYPE_CHECKING:
     from .plugin import FlowerOps
@@ -41,7 +40,7 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_TASKS = 50
 PARTS_MAX_AGE_SECONDS = 0.5
 MAX_FLUSH_SECONDS = 0.5
-FLUSH_LOAD_FACTOR = 4.0
+FLUSH_LOAD_FACTOR = 2.5
 MAX_SNAPSHOT_TASKS = 500
 MAX_FILTER_VALUES = 50
 MAX_FILTER_TEXT = 256
@@ -367,6 +366,7 @@ class LiveFeed:
         if not pending:
             return
         data = self.ops.index.state.tasks.data
+        summaries = self.ops.tasks.summaries  # shared with listings and snapshots
         tasks: list[dict[str, Any]] = []
         removed: list[str] = []
         for uuid in pending:
@@ -376,7 +376,8 @@ class LiveFeed:
             else:
                 # Unknown (null) fields are left out: a task's fields only go
                 # from unknown to known, and it makes every delta smaller.
-                tasks.append({k: v for k, v in task_summary(task).items() if v is not None})
+                summary = summaries.get(uuid, task)
+                tasks.append({k: v for k, v in summary.items() if v is not None})
         if not tasks and not removed:
             return
         tasks.sort(key=_task_time)

@@ -10,6 +10,7 @@ with ``EXACT_PREFIX``. Everything that reads event args goes through
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from typing import Any
 
 from kombu.utils.json import dumps, loads
@@ -28,6 +29,10 @@ def encode_exact(value: Any) -> str | None:
 def decode_args(text: Any) -> tuple[Any, bool]:
     """(value, exact) from an event's ``args``/``kwargs`` field.
 
+    A task's args text is the same in each of its events and is read again on
+    every change and listing, so decoded values are memoized by text. Callers
+    must treat the returned value as read-only.
+
     Exact when the publisher was instrumented; otherwise the repr is parsed as
     a Python literal where possible (not exact: it may have been truncated or
     hold reprs of objects), and kept as text where not.
@@ -36,6 +41,11 @@ def decode_args(text: Any) -> tuple[Any, bool]:
         return None, False
     if not isinstance(text, str):
         return text, False
+    return _decode_text(text)
+
+
+@lru_cache(maxsize=8192)
+def _decode_text(text: str) -> tuple[Any, bool]:
     if text.startswith(EXACT_PREFIX):
         try:
             return loads(text[len(EXACT_PREFIX):]), True

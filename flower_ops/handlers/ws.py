@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -32,6 +33,34 @@ logger = logging.getLogger(__name__)
 PATH = "/api/automation/monitoring/ws"
 AUTH_TIMEOUT_SECONDS = 5.0
 MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
+
+
+_last_frame: tuple[bytes, bytes] | None = None
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed WebSocket text frame (RFC 6455 §5.2).
+
+    Server frames are never masked, so the bytes are the same for every
+    client: the feed builds a message's frame once and writes it to each
+    socket, instead of Tornado framing (and copying) it per client. The one
+    cached frame serves a fan-out loop, which sends one message to many
+    clients in a row.
+    """
+    global _last_frame
+    cached = _last_frame
+    if cached is not None and cached[0] is payload:
+        return cached[1]
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    frame = header + payload
+    _last_frame = (payload, frame)
+    return frame
 
 
 class LiveFeedHandler(tornado.websocket.WebSocketHandler):
@@ -86,12 +115,22 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.set_nodelay(True)
-        self.subscriber = self.feed.subscriber(write=self.write_message, close=self.close)
+        self.subscriber = self.feed.subscriber(write=self._write_frame, close=self.close)
         if self.principal is not None:
             self._start(self.principal, resume_seq=self._query_resume())
             return
         self._auth_timeout = self.ops.io_loop.call_later(
             AUTH_TIMEOUT_SECONDS, self._close, CLOSE_UNAUTHORIZED, "authentication timeout")
+
+    def get_compression_options(self) -> None:
+        # Frames are shared between clients (text_frame), so never deflated
+        return None
+
+    def _write_frame(self, payload: bytes) -> Any:
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            raise tornado.websocket.WebSocketClosedError()
+        return connection.stream.write(text_frame(payload))  # type: ignore[attr-defined]
 
     def _query_resume(self) -> int | None:
         # Only the resume position is read from the URL; never a token.
