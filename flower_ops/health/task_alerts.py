@@ -43,6 +43,9 @@ STARTED = "STARTED"
 # after a restart with thousands of long-running tasks, raising them all at
 # once would hold the IOLoop for a third of a second.
 MAX_RAISES_PER_EVALUATION = 1000
+# Raising is paced so one evaluation never holds the IOLoop long: requests
+# wait behind it. A backlog of overdue tasks is raised over several ticks.
+MAX_RAISE_SECONDS_PER_EVALUATION = 0.008
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,8 @@ class TaskAlerts:
         tasks = self.started.tasks
         limits = self.thresholds
         budget = MAX_RAISES_PER_EVALUATION
-        while heap and heap[0][0] < now and budget > 0:
+        stop_at = time.perf_counter() + MAX_RAISE_SECONDS_PER_EVALUATION
+        while heap and heap[0][0] < now and budget > 0 and time.perf_counter() < stop_at:
             _, uuid, started = heapq.heappop(heap)
             record = tasks.get(uuid)
             if record is None or record.started != started:
