@@ -59,6 +59,8 @@ def test_workers_report_memory_counts_pool_and_heartbeat(redis_url: str,
                 return None
             if other["memory"]["rss_bytes"] is None:
                 return None
+            if inst["pool"]["implementation"] is None:  # its inspect stats not in yet
+                return None
             return table
 
         table = wait_for(ready, timeout_seconds=40, message="probe replies and inspect stats")
