@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import check_line, environment_line, heading, percentile, ratio
+from common import check_line, environment_line, heading, percentile, ratio, ws_frame
 
 SECRET = "bench-live-secret-0123456789abcdef"
 NAMES = ("automation.report", "automation.sync", "automation.export", "automation.notify")
@@ -120,7 +120,6 @@ def feed_clients(url: str, token: str, count: int, probe_every: int, start_at: f
     server on a 2-core box, so frames are only walked (C-speed counting);
     probe clients also parse every ``tasks`` message for latency."""
     import base64
-    import struct
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -158,22 +157,8 @@ def feed_clients(url: str, token: str, count: int, probe_every: int, start_at: f
             now = time.time()
             buf = self.buf
             offset = 0
-            while len(buf) - offset >= 2:
-                length = buf[offset + 1] & 0x7F
-                head = 2
-                if length == 126:
-                    if len(buf) - offset < 4:
-                        break
-                    length = struct.unpack_from(">H", buf, offset + 2)[0]
-                    head = 4
-                elif length == 127:
-                    if len(buf) - offset < 10:
-                        break
-                    length = struct.unpack_from(">Q", buf, offset + 2)[0]
-                    head = 10
-                if len(buf) - offset < head + length:
-                    break
-                start = offset + head
+            while (frame := ws_frame(buf, offset)) is not None:
+                _, start, length = frame
                 if start_at <= now < stop_at and buf.startswith(b'{"type":"tasks"', start):
                     payload = bytes(buf[start:start + length])
                     stats["messages"] += 1

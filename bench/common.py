@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -81,3 +82,29 @@ def best_and_median(values: Iterable[float]) -> tuple[float, float]:
     """Largest and median of per-round rates (higher is better)."""
     ordered = sorted(values)
     return ordered[-1], statistics.median(ordered)
+
+
+def ws_frame(buf: bytes | bytearray, offset: int) -> tuple[int, int, int] | None:
+    """(opcode, payload start, payload length) of the unmasked server frame at
+    ``offset`` in ``buf``, or None while it is incomplete. The benchmarks'
+    feed clients read raw frames: a WebSocket library per message would cost
+    more CPU than the monitor they measure."""
+    available = len(buf) - offset
+    if available < 2:
+        return None
+    opcode = buf[offset] & 0x0F
+    length = buf[offset + 1] & 0x7F
+    head = 2
+    if length == 126:
+        if available < 4:
+            return None
+        length = struct.unpack_from(">H", buf, offset + 2)[0]
+        head = 4
+    elif length == 127:
+        if available < 10:
+            return None
+        length = struct.unpack_from(">Q", buf, offset + 2)[0]
+        head = 10
+    if available < head + length:
+        return None
+    return opcode, offset + head, length

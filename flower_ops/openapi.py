@@ -119,7 +119,7 @@ BASE: dict[str, Any] = {
                                              "raised_at": {"type": "number"},
                                              "details": {"type": "object"}}}},
                                  }}),
-                          **_errors(401, 403)}}},
+                          **_errors(400, 401, 403)}}},
         "/tasks": {"get": {
             "summary": "List tasks, newest first", "operationId": "listTasks",
             "parameters": [
@@ -152,7 +152,7 @@ BASE: dict[str, Any] = {
         "/tasks/{task_id}": {"get": {
             "summary": "Everything known about one task", "operationId": "getTask",
             "parameters": [{"name": "task_id", "in": "path", "required": True,
-                            "schema": {"type": "string", "maxLength": 255}}],
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
             "responses": {**_ok({"$ref": "#/components/schemas/TaskDetail"}),
                           **_errors(400, 401, 403, 404, 503)}}},
         "/workers": {"get": {
@@ -170,7 +170,7 @@ BASE: dict[str, Any] = {
                     "last_heartbeat": NULLABLE_NUMBER,
                     "heartbeat_age_seconds": NULLABLE_NUMBER,
                     "offline_since": NULLABLE_NUMBER}}}}}),
-                          **_errors(401, 403)}}},
+                          **_errors(400, 401, 403)}}},
         "/queues": {"get": {
             "summary": "Queues", "operationId": "listQueues",
             "responses": {**_ok({"type": "object", "required": ["queues"], "properties": {
@@ -187,14 +187,17 @@ BASE: dict[str, Any] = {
                                "description": "redis, rabbitmq-management or "
                                               "amqp-passive-declare"},
                     "detail": NULLABLE_STRING}}}}),
-                          **_errors(401, 403, 503)}}},
+                          **_errors(400, 401, 403, 503)}}},
         "/token": {"post": {
             "summary": "Exchange Flower credentials for a short-lived API token",
             "operationId": "createToken", "security": [{"flowerBasic": []}],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"scopes": {
-                    "oneOf": [{"type": "string"},
-                              {"type": "array", "items": {"type": "string"}}]}}}}}},
+                "type": "object", "properties": {
+                    "scopes": {"oneOf": [{"type": "string"},
+                                         {"type": "array", "items": {"type": "string"}}],
+                               "nullable": True,
+                               "description": "space-separated or a list; absent or null: "
+                                              "every scope FLOWER_OPS_TOKEN_SCOPES grants"}}}}}},
             "responses": {**_ok({"type": "object",
                                  "required": ["access_token", "token_type", "expires_in"],
                                  "properties": {"access_token": {"type": "string"},

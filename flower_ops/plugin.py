@@ -239,9 +239,29 @@ def install(flower_app: Any, config: MonitorConfig | None = None) -> FlowerOps:
         if extend is not None:
             extend(ops)
     flower_app.add_handlers(r".*$", ops.routes())
+    _cap_request_bodies(flower_app, config.max_request_bytes)
     flower_app.flower_ops = ops
     ops.io_loop.add_callback(ops.start)
     return ops
+
+
+def _cap_request_bodies(flower_app: Any, max_bytes: int) -> None:
+    """Cap every request body the server reads, Flower's routes included.
+
+    Tornado buffers a whole body (up to 100 MB by default) before a
+    non-streaming handler such as Flower's runs, so without a cap anyone who
+    can reach the port, credentials or not, can make the monitor hold
+    hundreds of MB. Our own API handlers stream and stop at 1 MiB anyway.
+    """
+    start_request = flower_app.start_request
+
+    def capped_start_request(server_conn: Any, request_conn: Any) -> Any:
+        set_max = getattr(request_conn, "set_max_body_size", None)
+        if set_max is not None:
+            set_max(max_bytes)
+        return start_request(server_conn, request_conn)
+
+    flower_app.start_request = capped_start_request
 
 
 # Each capability beyond the read API lives in its own module with an

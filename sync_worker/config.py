@@ -26,6 +26,7 @@ class SyncWorkerConfig:
     reconcile_batch_size: int = 500
     reconcile_settle_seconds: float = 2.0      # leave rows touched this recently to events
     worker_lost_seconds: float = 60.0          # no heartbeat this long: the worker is gone
+    worker_query_timeout_seconds: float = 2.0  # wait for workers to say which tasks they have
     retention_days: float = 30.0               # 0 keeps everything
     retention_mode: str = "delete"             # delete | archive
     retention_batch_size: int = 1000
@@ -89,6 +90,8 @@ class SyncWorkerConfig:
                                                minimum=0.0, maximum=3600.0),
             worker_lost_seconds=env.float("FLOWER_OPS_SYNC_WORKER_LOST_SECONDS", 60.0,
                                           minimum=1.0, maximum=86400.0),
+            worker_query_timeout_seconds=env.float(
+                "FLOWER_OPS_SYNC_WORKER_QUERY_TIMEOUT_SECONDS", 2.0, minimum=0.1, maximum=60.0),
             retention_days=env.float("FLOWER_OPS_SYNC_RETENTION_DAYS", 30.0, minimum=0.0),
             retention_mode=mode,
             retention_batch_size=env.int("FLOWER_OPS_SYNC_RETENTION_BATCH_SIZE", 1000,

@@ -115,19 +115,70 @@ def transition_from_event(event: dict[str, Any]) -> Transition | None:
 
 
 class WorkerLiveness:
-    """Which workers are alive, from their heartbeats (thread-safe)."""
+    """Which workers are alive, from their heartbeats (thread-safe).
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    A worker's silence only counts while we could have heard it. Time during
+    which our own event connection was down, or stalled (nothing received for
+    longer than ``max_quiet_seconds``, although the stream pings when idle),
+    is deafness, not evidence: when hearing resumes every worker's clock is
+    moved forward by it, and while it lasts nobody is declared lost. Without
+    that, a partition between us and the broker longer than
+    ``lost_after_seconds`` would fail the running tasks of every healthy
+    worker.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
+                 max_quiet_seconds: float | None = None) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._last_seen: dict[str, float] = {}
         self._offline: dict[str, float] = {}
         self._listening_since: float | None = None
+        self._max_quiet = max_quiet_seconds   # None: the stream cannot tell (no pings)
+        self._heard_at: float | None = None   # our stream last received something
+        self._deaf_since: float | None = None  # connection lost at (last heard) ...
+
+    def _shift(self, seconds: float) -> None:
+        """The last ``seconds`` were deaf: they do not count as anyone's silence."""
+        if seconds <= 0:
+            return
+        for clocks in (self._last_seen, self._offline):
+            for name in clocks:
+                clocks[name] += seconds
+        if self._listening_since is not None:
+            self._listening_since += seconds
 
     def listening(self) -> None:
+        """(Re)subscribed: we hear again."""
         with self._lock:
+            now = self._clock()
             if self._listening_since is None:
-                self._listening_since = self._clock()
+                self._listening_since = now
+            if self._deaf_since is not None:
+                self._shift(now - self._deaf_since)
+                self._deaf_since = None
+            self._heard_at = now
+
+    def expect_hearing_every(self, seconds: float | None) -> None:
+        """The stream proves itself alive (events or ping replies) at least
+        this often; longer quiet is a stall. None: it cannot tell."""
+        with self._lock:
+            self._max_quiet = seconds
+
+    def connection_lost(self) -> None:
+        with self._lock:
+            if self._deaf_since is None:
+                self._deaf_since = self._heard_at if self._heard_at is not None \
+                    else self._clock()
+
+    def heard(self) -> None:
+        """The event stream received something (events, or a reply to its ping)."""
+        with self._lock:
+            now = self._clock()
+            if self._deaf_since is None and self._heard_at is not None and \
+                    self._max_quiet is not None and now - self._heard_at > self._max_quiet:
+                self._shift(now - self._heard_at)    # a stall, not a quiet minute
+            self._heard_at = now
 
     def seen(self, hostname: str) -> None:
         with self._lock:
@@ -138,15 +189,23 @@ class WorkerLiveness:
         with self._lock:
             self._offline[hostname] = self._clock()
 
+    def _deaf(self, now: float) -> bool:
+        if self._deaf_since is not None:
+            return True
+        return self._max_quiet is not None and self._heard_at is not None and \
+            now - self._heard_at > self._max_quiet
+
     def is_lost(self, hostname: str | None, *, lost_after_seconds: float,
                 offline_grace_seconds: float = 2.0) -> bool:
         """True when ``hostname`` is known to be gone: it said goodbye, its
         heartbeats stopped for ``lost_after_seconds``, or we have listened
-        that long without hearing from it at all."""
+        that long without hearing from it at all. Never while we are deaf."""
         if not hostname:
             return False
         now = self._clock()
         with self._lock:
+            if self._deaf(now):
+                return False
             offline_at = self._offline.get(hostname)
             if offline_at is not None:
                 return now - offline_at >= offline_grace_seconds
@@ -169,8 +228,9 @@ class EventConsumer:
                  backoff: Backoff, on_event: Callable[[], None] | None = None,
                  on_reconnect: Callable[[], None] | None = None,
                  sink_many: Callable[[list[Transition]], None] | None = None,
-                 fast_redis: bool = True) -> None:
+                 fast_redis: bool = True, idle_ping_seconds: float = 15.0) -> None:
         self._app = app
+        self._idle_ping = idle_ping_seconds
         self._sink = sink
         self._sink_many = sink_many or self._sink_each
         self._fast_redis = fast_redis
@@ -246,8 +306,12 @@ class EventConsumer:
                 logger.warning("could not ask workers for a heartbeat: %s", exc)
             self._subscribed(first=first, where=target.description)
 
+        # the stream pings after idle_ping quiet seconds: quiet much longer is a stall
+        self._liveness.expect_hearing_every(self._idle_ping + max(1.0, self._idle_ping / 2))
         stream = RedisEventStream(target, handle_many=self._handle_many,
-                                  on_subscribed=subscribed, should_stop=self._stop.is_set)
+                                  on_subscribed=subscribed, should_stop=self._stop.is_set,
+                                  idle_ping_seconds=self._idle_ping,
+                                  on_received=self._liveness.heard)
         self._stream = stream
         try:
             stream.run()
@@ -271,6 +335,7 @@ class EventConsumer:
                         self._run_redis(conn, target, was_first)
                         continue
                     self.path = "kombu"
+                    self._liveness.expect_hearing_every(None)
                     receiver = self._app.events.Receiver(conn, handlers={"*": self._handle})
                     self._receiver = receiver
                     if self._stop.is_set():
@@ -280,6 +345,7 @@ class EventConsumer:
                     receiver.capture(limit=None, timeout=None, wakeup=True)
             except Exception as exc:
                 self.connected.clear()
+                self._liveness.connection_lost()
                 if self._stop.is_set():
                     return
                 delay = self._backoff.next_delay()

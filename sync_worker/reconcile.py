@@ -11,16 +11,21 @@ from the result backend, many keys per round trip where the backend allows:
   (said goodbye, or no heartbeat for ``worker_lost_seconds``): nobody will
   finish it, so it becomes ``failure`` with a ``WorkerLostError`` error and
   ``worker_lost = true``. Should the task be redelivered and run after all,
-  its later events still advance the row.
+  its later events still advance the row;
+- the same when the worker's hostname is alive but the worker, asked
+  (``query_task``, one broadcast per batch), no longer knows the task: it was
+  killed and restarted under the same name (a container restart keeps the
+  hostname), so its heartbeats never stopped for long. The backend is read
+  again after the answer, so a task that finished meanwhile keeps its result.
 
-Rows the backend does not know and whose worker is alive (queued, running)
-are left alone.
+Rows the backend does not know and whose worker is alive and still has the
+task (queued, running), or did not answer, are left alone.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,11 +110,24 @@ class BackendReader:
         return found
 
 
+# hostnames, task ids -> {hostname: ids it knows} for the workers that answered
+TasksKnownByWorkers = Callable[[Sequence[str], Sequence[str]], Mapping[str, set[str]]]
+
+
+def _lost_transition(task_id: str, now: float, message: str) -> Transition:
+    return Transition(task_id, "FAILURE", now, "failed",
+                      {"error": f"WorkerLostError('{message}; no result was recorded')",
+                       "worker_lost": True, "reason": "worker_lost"},
+                      source="reconcile")
+
+
 class Reconciler:
     def __init__(self, *, store: PgExecutionStore, backend_reader: Callable[[], BackendReader],
                  liveness: WorkerLiveness, batch_size: int = 500,
                  settle_seconds: float = 2.0, worker_lost_seconds: float = 60.0,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None,
+                 tasks_known_by_workers: TasksKnownByWorkers | None = None) -> None:
+        self._ask_workers = tasks_known_by_workers
         self._store = store
         self._reader = backend_reader
         self._liveness = liveness
@@ -144,6 +162,7 @@ class Reconciler:
         now = time.time()
         metas = reader.metas([row.task_id for row in rows])
         transitions: list[Transition] = []
+        running_on_live_workers: list[OpenExecution] = []
         for row in rows:
             report.checked += 1
             meta = metas.get(row.task_id)
@@ -154,18 +173,55 @@ class Reconciler:
             elif row.status == "started" and self._liveness.is_lost(
                     row.worker, lost_after_seconds=self._lost_after):
                 # the backend may still say STARTED: the dead worker wrote that
-                transitions.append(Transition(
-                    row.task_id, "FAILURE", now, "failed",
-                    {"error": f"WorkerLostError('Worker {row.worker} went away while the task "
-                              "was running; no result was recorded')",
-                     "worker_lost": True, "reason": "worker_lost"},
-                    source="reconcile"))
+                transitions.append(_lost_transition(
+                    row.task_id, now, f"Worker {row.worker} went away while the task was "
+                                      "running"))
                 report.worker_lost += 1
-            elif transition is not None:
-                transitions.append(transition)   # an open state that may move the row on
-                report.from_backend += 1
+            else:
+                if row.status == "started" and row.worker:
+                    running_on_live_workers.append(row)
+                if transition is not None:
+                    transitions.append(transition)   # an open state that may move the row on
+                    report.from_backend += 1
+        if running_on_live_workers:
+            transitions += self._forgotten_by_workers(running_on_live_workers, reader, report)
         if transitions:
             changed = self._store.apply(fold(transitions).values(), transitions)
             report.changed += changed
             if self._on_batch is not None:
                 self._on_batch(changed)
+
+    def _forgotten_by_workers(self, rows: list[OpenExecution], reader: BackendReader,
+                              report: ReconcileReport) -> list[Transition]:
+        """Lost transitions for started rows whose (live) worker, asked, does
+        not know the task any more: an earlier incarnation of that hostname
+        ran it and died."""
+        if self._ask_workers is None:
+            return []
+        hostnames = sorted({row.worker for row in rows if row.worker})
+        try:
+            known = self._ask_workers(hostnames, [row.task_id for row in rows])
+        except Exception as exc:  # noqa: BLE001 - no answer is no evidence: next pass
+            logger.warning("could not ask workers about their running tasks: %s", exc)
+            return []
+        forgotten = [row for row in rows
+                     if row.worker and row.worker in known
+                     and row.task_id not in known[row.worker]]
+        if not forgotten:
+            return []
+        # it may have finished between the first read and the answer
+        metas = reader.metas([row.task_id for row in forgotten])
+        now = time.time()
+        transitions: list[Transition] = []
+        for row in forgotten:
+            meta = metas.get(row.task_id)
+            transition = transition_from_meta(row.task_id, meta, now=now) if meta else None
+            if transition is not None and transition.state in states.READY_STATES:
+                transitions.append(transition)
+                report.from_backend += 1
+                continue
+            transitions.append(_lost_transition(
+                row.task_id, now, f"Worker {row.worker} no longer runs the task: it was "
+                                  "restarted or lost it while the task was running"))
+            report.worker_lost += 1
+        return transitions

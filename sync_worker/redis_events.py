@@ -262,7 +262,9 @@ class RedisEventStream:
                  handle_many: Callable[[list[dict[str, Any]]], None],
                  on_subscribed: Callable[[], None], should_stop: Callable[[], bool],
                  max_chunk: int = 1000, idle_ping_seconds: float = 15.0,
-                 recv_bytes: int = 1 << 20) -> None:
+                 recv_bytes: int = 1 << 20,
+                 on_received: Callable[[], None] | None = None) -> None:
+        self._on_received = on_received
         self._target = target
         self._handle_many = handle_many
         self._on_subscribed = on_subscribed
@@ -329,6 +331,8 @@ class RedisEventStream:
                 raise ConnectionError("Redis closed the events connection")
             last_read = time.monotonic()
             ping_sent_at = None
+            if self._on_received is not None:
+                self._on_received()     # before the events: a stall ends before they count
             reader.feed(data)
             while True:
                 frames = reader.frames(self._max_chunk)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psycopg
 from celery import Celery
@@ -167,7 +167,8 @@ class SyncWorker:
             liveness=self.liveness, batch_size=config.reconcile_batch_size,
             settle_seconds=config.reconcile_settle_seconds,
             worker_lost_seconds=config.worker_lost_seconds,
-            on_batch=self.metrics.reconciled.inc)
+            on_batch=self.metrics.reconciled.inc,
+            tasks_known_by_workers=self._tasks_known_by_workers)
         self.is_leader = threading.Event()
         self.reconcile_passes = 0
         self._consumer: EventConsumer | None = None
@@ -177,6 +178,16 @@ class SyncWorker:
         """True while this replica leads and is subscribed to the events."""
         consumer = self._consumer
         return consumer is not None and consumer.connected.is_set()
+
+    def _tasks_known_by_workers(self, hostnames: Sequence[str], task_ids: Sequence[str]
+                                ) -> dict[str, set[str]]:
+        """Which of ``task_ids`` each of ``hostnames`` still has (running,
+        reserved or scheduled), for the workers that answered in time."""
+        with self.app.connection_for_write() as conn:
+            replies = self.app.control.inspect(
+                destination=list(hostnames), connection=conn,
+                timeout=self.config.worker_query_timeout_seconds).query_task(*task_ids)
+        return {host: set(answer or ()) for host, answer in (replies or {}).items()}
 
     def _backoff(self) -> Backoff:
         return Backoff(initial_seconds=self.config.backoff_initial_seconds,
@@ -253,7 +264,11 @@ class SyncWorker:
                                  backoff=self._backoff(),
                                  on_reconnect=self.metrics.reconnects.labels("broker").inc,
                                  sink_many=self.buffer.put_many,
-                                 fast_redis=self.config.fast_redis_events)
+                                 fast_redis=self.config.fast_redis_events,
+                                 # quiet proves the connection often enough to tell
+                                 # a dead worker from our own stalled stream
+                                 idle_ping_seconds=min(
+                                     15.0, max(0.5, self.config.worker_lost_seconds / 4)))
         self._consumer = consumer
         threads = [threading.Thread(target=consumer.run, name="sync-events", daemon=True),
                    threading.Thread(target=self._write_loop, name="sync-writer", daemon=True),

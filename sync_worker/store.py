@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from flower_ops.db.jsonsafe import clean_text, jsonb_text
 from flower_ops.db.migrate import migrate
 from sync_worker.transitions import _MISSING, TaskDelta, Transition
 
@@ -114,25 +115,34 @@ ON CONFLICT (execution_id, state, occurred_at) DO NOTHING
 
 
 def _json(value: Any) -> str | None:
+    return _json_checked(value)[0]
+
+
+def _json_checked(value: Any) -> tuple[str | None, bool]:
+    """(JSON text jsonb accepts, whether a NUL had to be spelled out)."""
     if value is _MISSING:
-        return None
+        return None, False
     try:
-        return json.dumps(value, default=repr)
+        text = json.dumps(value, default=repr)
     except (TypeError, ValueError):
-        return json.dumps(repr(value))
-
-
-def _clean(text: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL bytes; a task's repr can.
-    return text.replace("\x00", "\\x00") if isinstance(text, str) and "\x00" in text else text
+        text = json.dumps(repr(value))
+    return jsonb_text(text)
 
 
 def _staging_row(d: TaskDelta) -> tuple[Any, ...]:
+    args, args_changed = _json_checked(d.args)
+    kwargs, kwargs_changed = _json_checked(d.kwargs)
+    # a stored copy with NUL spelled out is not the exact payload any more
+    exact = d.args_exact and not (args_changed or kwargs_changed)
+    # Every text column is cleaned: PostgreSQL text cannot hold NUL, and any
+    # field of an event (even the id or the task name, from a hostile or
+    # buggy producer) can carry one; a refused batch would stall the writer.
     return (
-        d.task_id, d.task_name, d.status, d.status_at, d.worker_lost,
-        _json(d.args), _json(d.kwargs), d.args_exact, _json(d.result), _clean(d.error),
-        _clean(d.traceback), d.worker, d.queue, d.routing_key, d.exchange, d.retries,
-        d.parent_id, d.root_id, d.eta, d.expires, d.runtime,
+        clean_text(d.task_id), clean_text(d.task_name), d.status, d.status_at, d.worker_lost,
+        args, kwargs, exact, _json(d.result), clean_text(d.error),
+        clean_text(d.traceback), clean_text(d.worker), clean_text(d.queue),
+        clean_text(d.routing_key), clean_text(d.exchange), d.retries,
+        clean_text(d.parent_id), clean_text(d.root_id), d.eta, d.expires, d.runtime,
         *(d.times.get(name) for name in TIME_FIELDS), d.first_seen, d.reconciled_at,
     )
 
@@ -224,8 +234,8 @@ class PgExecutionStore:
         """Merge one batch (one delta per task id) and its history; returns the
         number of rows inserted or changed."""
         rows = [_staging_row(d) for d in deltas]
-        history = [(t.task_id, t.state, t.timestamp, t.fields.get("worker"), t.source,
-                    _history_detail(t)) for t in transitions]
+        history = [(clean_text(t.task_id), t.state, t.timestamp, clean_text(t.fields.get("worker")),
+                    t.source, _history_detail(t)) for t in transitions]
 
         def work(conn: psycopg.Connection) -> int:
             with conn.transaction(), conn.cursor() as cur:

@@ -134,6 +134,74 @@ def test_search_matches_args_and_exception(state: EventsState) -> None:
     assert ids == ["s1"] and total == 1
 
 
+def test_candidates_restrict_like_a_filter_whichever_is_walked(state: EventsState) -> None:
+    index = TaskIndex(state)
+    for i in range(40):
+        feed(state, task_events(f"c{i}", name="job", final="FAILURE" if i % 2 else "SUCCESS",
+                                at=T0 + i))
+    few = {"c3", "c4", "c7", "nope"}  # fewer than the index would walk: walked in order
+    ids, total, _ = index.query(TaskQuery(limit=2), candidates=few)
+    assert ids == ["c7", "c4"] and total == 3
+    ids, total, _ = index.query(TaskQuery(states=frozenset({"FAILURE"})), candidates=few)
+    assert ids == ["c7", "c3"] and total == 2
+    many = {f"c{i}" for i in range(1, 40)}  # most tasks: checked per task instead
+    ids, total, cursor = index.query(TaskQuery(states=frozenset({"SUCCESS"}), limit=5),
+                                     candidates=many)
+    assert ids == ["c38", "c36", "c34", "c32", "c30"] and total == 19 and cursor
+    ids, total, _ = index.query(TaskQuery(limit=1), candidates=many | {"nope"})
+    assert ids == ["c39"] and total == 39
+    assert index.query(TaskQuery(), candidates=set()) == ([], 0, None)
+
+
+def test_celery_event_list_is_trimmed_in_chunks_not_per_event() -> None:
+    from flower_ops.sources.flower_state import HEAP_TRIM_FRACTION, attach
+
+    state = EventsState(max_tasks_in_memory=50)
+    attach(state)
+    TaskIndex(state)
+    limit = 50 * state.heap_multiplier
+    heap = state._taskheap
+    sizes = []
+    for i in range(120):
+        for event in task_events(f"h{i}", name="job", final="SUCCESS", at=T0 + i):
+            state.event(event)
+            sizes.append(len(heap))
+    assert max(sizes) == limit
+    after_full = sizes[sizes.index(limit):]
+    # one chunk dropped at once, then the event itself added
+    assert min(after_full) == limit - limit // HEAP_TRIM_FRACTION + 1
+    assert heap == sorted(heap)  # still time-ordered, the oldest dropped
+    newest = [uuid for uuid, _ in state.tasks_by_time(limit=3)]
+    assert newest == ["h119", "h118", "h117"]
+
+
+def test_conjunction_totals_match_a_brute_force_count(state: EventsState) -> None:
+    from flower_ops.sources.flower_state import task_queue, task_worker
+
+    index = TaskIndex(state)
+    rng = random.Random(7)
+    finals = ["PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "REVOKED"]
+    for i in range(1500):
+        feed(state, task_events(f"q{i}", name=f"job.{rng.randrange(6)}",
+                                final=rng.choice(finals), at=T0 + i,
+                                worker=f"w{rng.randrange(4)}@host",
+                                queue=rng.choice(["a", "b", "c"])))
+    tasks = state.tasks.data
+    for _ in range(60):
+        states = frozenset(rng.sample(finals, rng.randrange(0, 3)))
+        name = rng.choice([None, f"job.{rng.randrange(6)}"])
+        worker = rng.choice([None, f"w{rng.randrange(4)}@host", "nobody"])
+        queue = rng.choice([None, "a", "b"])
+        expected = sum(1 for t in tasks.values()
+                       if (not states or t.state in states) and name in (None, t.name)
+                       and worker in (None, task_worker(t)) and queue in (None, task_queue(t)))
+        query = TaskQuery(states=states, name=name, worker=worker, queue=queue)
+        assert index.query(query)[1] == expected
+        # the same through the per-task walk (a time range disables set counting)
+        ranged = TaskQuery(states=states, name=name, worker=worker, queue=queue, since=T0 - 1)
+        assert index.query(ranged)[1] == expected
+
+
 def test_state_changes_move_tasks_between_buckets(state: EventsState) -> None:
     index = TaskIndex(state)
     events = task_events("m1", name="job", final="SUCCESS", at=T0)

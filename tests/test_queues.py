@@ -87,3 +87,26 @@ def test_unacked_counts_messages_a_late_acking_worker_holds(
         assert snapshot.queues["q-empty"].unacked == 0
     finally:
         worker.kill()
+
+
+def test_rates_come_from_per_second_counts_of_dequeued_tasks() -> None:
+    from flower_ops.services.queues import DEQUEUE_HORIZON_SECONDS, QueueService
+    from flower_ops.sources.broker import BrokerSnapshot, QueueDepth
+
+    service = QueueService(source=None, transport="redis", queue_names=lambda: [],
+                           consumers=dict)
+    t0 = 1_700_000_000.0
+    for n in range(200):  # 20 tasks/s leave "fast" for 10 s, 1 every 2 s leaves "slow"
+        service.note_dequeued("fast", t0 + n * 0.05)
+        if n % 40 == 0:
+            service.note_dequeued("slow", t0 + n * 0.05)
+    for at, depth in ((t0, 50), (t0 + 10, 30)):
+        service.apply(BrokerSnapshot(transport="redis", taken_at=at, source="test",
+                                     unacked_total=0,
+                                     queues={"fast": QueueDepth("fast", depth, 0)}))
+    rate_in, rate_out = service.rates("fast", t0 + 10)
+    assert rate_out == pytest.approx(20, rel=0.1)
+    assert rate_in == pytest.approx(18, rel=0.1)  # out, less the 20 messages it shrank by
+    # Counters far behind the newest second are dropped as time moves on
+    service.note_dequeued("fast", t0 + 10 + DEQUEUE_HORIZON_SECONDS + 1)
+    assert min(service._dequeued["slow"], default=None) is None

@@ -76,6 +76,14 @@ def test_same_events_through_both_receivers_produce_identical_rows(
         worker.wait_ready(app)
         with Collector(app, fast_redis=True) as fast, Collector(app, fast_redis=False) as slow:
             assert (fast.consumer.path, slow.consumer.path) == ("redis-pubsub", "kombu")
+            # "connected" can come a moment before kombu's fanout binding
+            # delivers: wait until both hear a probe's events, so the
+            # comparison starts with both really listening.
+            probe = app.send_task("automation.add", args=(0, 0))
+            probe.get(timeout=30)
+            wait_for(lambda: all(any(t.task_id == probe.id and t.state == "SUCCESS"
+                                     for t in list(c.transitions)) for c in (fast, slow)),
+                     timeout_seconds=20, message="both receivers heard the probe")
             results = [app.send_task("automation.add", args=(i, i)) for i in range(20)]
             results.append(app.send_task("automation.echo", args=("x", [1, 2]),
                                          kwargs={"k": {"nested": None}}))
@@ -92,8 +100,12 @@ def test_same_events_through_both_receivers_produce_identical_rows(
                                 if t.state in ("SUCCESS", "FAILURE")} & ids) == len(ids)
                            for c in (fast, slow))
             wait_for(both_saw_everything, timeout_seconds=20, message="both receivers done")
-            time.sleep(0.5)
-        assert fast.liveness.known().keys() == slow.liveness.known().keys() != set()
+            # Both hear the worker's heartbeats (every 2 s). One may have caught
+            # a heartbeat sent while only the other was subscribed, so wait for
+            # the next one rather than compare a single instant.
+            wait_for(lambda: fast.liveness.known().keys() == slow.liveness.known().keys()
+                     == {worker.hostname}, timeout_seconds=15,
+                     message="both receivers heard the worker's heartbeats")
         for collector, url in ((fast, database_url), (slow, second_database_url)):
             store = PgExecutionStore(database_url=url)
             try:

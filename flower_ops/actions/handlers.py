@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from ..errors import InvalidQuery
 from ..handlers.base import ApiHandler
-from ..handlers.params import check_task_id, parse_task_query
+from ..handlers.params import check_task_id, parse_choice, parse_int, parse_task_query
+from ..models import TASK_STATES
 
 if TYPE_CHECKING:
     from ..models import TaskQuery
@@ -35,16 +35,27 @@ def _bool(body: dict[str, Any], name: str) -> bool:
 
 
 def _filter_value(name: str, value: Any) -> str | None:
+    """A ``filter`` value as the ``GET /tasks`` parameter it stands for.
+
+    Strings everywhere; also numbers for ``since``/``until`` (epoch seconds)
+    and a list of states for ``state``; null is the same as absent.
+    """
     if value is None:
         return None
     if isinstance(value, str):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if name in ("since", "until") and isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+    if name == "state" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        unknown = sorted(set(value) - set(TASK_STATES))
+        if unknown:
+            raise InvalidQuery("unknown state", {"field": "filter.state", "unknown": unknown,
+                                                 "allowed": list(TASK_STATES)})
         return ",".join(value)
-    raise InvalidQuery(f"filter.{name} must be a string, a number or a list of strings",
-                       {"field": f"filter.{name}"})
+    expected = {"since": "a string or a number", "until": "a string or a number",
+                "state": "a string or a list of strings"}.get(name, "a string")
+    raise InvalidQuery(f"filter.{name} must be {expected}", {"field": f"filter.{name}"})
 
 
 def parse_bulk_request(body: dict[str, Any], *, max_tasks: int) -> BulkRequest:
@@ -90,13 +101,13 @@ class ActionHandler(ApiHandler):
 
 class CancelHandler(ActionHandler):
     async def post(self, task_id: str) -> None:
-        task_id = check_task_id(unquote(task_id))
+        task_id = check_task_id(task_id)
         self.write_json(await self.actions.cancel(task_id, subject=self.principal.subject))
 
 
 class RetryHandler(ActionHandler):
     async def post(self, task_id: str) -> None:
-        task_id = check_task_id(unquote(task_id))
+        task_id = check_task_id(task_id)
         body = self.json_body()
         unknown = sorted(set(body) - {"force"})
         if unknown:
@@ -128,33 +139,18 @@ class AuditHandler(ActionHandler):
 
     async def get(self) -> None:
         def text(name: str) -> str | None:
-            value = self.get_query_argument(name, None)
+            value = self.query(name)
             if value is not None and (len(value) > 256 or "\x00" in value):
                 raise InvalidQuery(f"invalid {name}", {"parameter": name})
             return value or None
 
-        limit = _int_param(self.get_query_argument("limit", None), "limit", 100,
-                           minimum=1, maximum=1000)
-        cursor = self.get_query_argument("cursor", None)
-        before_id = _int_param(cursor, "cursor", None, minimum=1, maximum=2**62) \
+        limit = parse_int(self.query("limit"), "limit", 100,
+                          minimum=1, maximum=1000)
+        cursor = self.query("cursor")
+        before_id = parse_int(cursor, "cursor", 0, minimum=1, maximum=2**62) \
             if cursor else None
-        action = text("action")
-        if action is not None and action not in ("cancel", "retry"):
-            raise InvalidQuery("action must be cancel or retry", {"parameter": "action"})
+        action = parse_choice(self.query("action"), "action",
+                              ("cancel", "retry"))
         self.write_json(await self.actions.audit_log(
             task_id=text("task_id"), subject=text("subject"), action=action,
-            before_id=before_id, limit=limit or 100))
-
-
-def _int_param(raw: str | None, name: str, default: int | None, *, minimum: int,
-               maximum: int) -> int | None:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidQuery(f"{name} must be an integer", {"parameter": name}) from None
-    if not minimum <= value <= maximum:
-        raise InvalidQuery(f"{name} must be between {minimum} and {maximum}",
-                           {"parameter": name})
-    return value
+            before_id=before_id, limit=limit))

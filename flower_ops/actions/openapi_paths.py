@@ -7,7 +7,8 @@ from .. import openapi
 from ..models import TASK_STATES
 
 _NULLABLE_STRING = {"type": "string", "nullable": True}
-_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_TASK_ID = {"name": "task_id", "in": "path", "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
 _OUTCOMES = ["cancelled", "retried", "would_cancel", "would_retry", "conflict", "not_found",
              "unavailable"]
 
@@ -40,22 +41,26 @@ TASK_OUTCOME: dict[str, Any] = {
 
 
 def _bulk_body(max_tasks: int) -> dict[str, Any]:
+    # null is the same as leaving the key out
     filter_props: dict[str, Any] = {
-        name: {"type": "string"} for name in ("name", "worker", "queue", "search", "cursor")}
+        name: {"type": "string", "nullable": True}
+        for name in ("name", "worker", "queue", "search", "cursor")}
     filter_props.update(
         state={"oneOf": [{"type": "string"}, {"type": "array", "items": {
-            "type": "string", "enum": list(TASK_STATES)}}],
+            "type": "string", "enum": list(TASK_STATES)}}], "nullable": True,
             "description": "narrowed to the states the action applies to"},
-        since={"oneOf": [{"type": "number"}, {"type": "string"}]},
-        until={"oneOf": [{"type": "number"}, {"type": "string"}]},
-        order={"type": "string", "enum": ["desc", "asc"]},
-        source={"type": "string", "enum": ["auto", "memory", "db"]})
+        since={"oneOf": [{"type": "number"}, {"type": "string"}], "nullable": True},
+        until={"oneOf": [{"type": "number"}, {"type": "string"}], "nullable": True},
+        order={"type": "string", "enum": ["desc", "asc", None], "nullable": True},
+        source={"type": "string", "enum": ["auto", "memory", "db", None], "nullable": True})
     return {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "additionalProperties": False,
         "description": 'Exactly one of "ids" or "filter".',
+        "oneOf": [{"required": ["ids"]}, {"required": ["filter"]}],
         "properties": {
-            "ids": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                    "maxItems": max_tasks},
+            "ids": {"type": "array", "items": {"type": "string", "minLength": 1,
+                                               "maxLength": 255},
+                    "minItems": 1, "maxItems": max_tasks},
             "filter": {"type": "object", "additionalProperties": False,
                        "properties": filter_props,
                        "description": "the parameters of GET /tasks"},

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from ..db.jsonsafe import clean_text, holds_nul, jsonb_dumps
 from ..db.migrate import migrate
 from ..errors import Unavailable
 from ..models import STATUS_TO_STATE
@@ -78,7 +79,7 @@ _RETRY_ROW_SQL = """
 INSERT INTO automation.job_executions AS j (
     execution_id, task_name, status, status_at, args, kwargs, args_exact, queue,
     routing_key, exchange, retry_of, sent_at, first_seen_at)
-VALUES (%(id)s, %(name)s, 'pending', to_timestamp(%(at)s), %(args)s, %(kwargs)s, true,
+VALUES (%(id)s, %(name)s, 'pending', to_timestamp(%(at)s), %(args)s, %(kwargs)s, %(exact)s,
         %(queue)s, %(routing_key)s, %(exchange)s, %(retry_of)s, to_timestamp(%(at)s),
         to_timestamp(%(at)s))
 ON CONFLICT (execution_id) DO UPDATE SET retry_of = COALESCE(j.retry_of, EXCLUDED.retry_of)
@@ -90,7 +91,7 @@ _LINK_SQL = """
 INSERT INTO automation.job_executions AS j (
     execution_id, task_name, status, status_at, args, kwargs, args_exact, queue,
     routing_key, exchange, retried_as, first_seen_at)
-VALUES (%(id)s, %(name)s, %(status)s, to_timestamp(%(at)s), %(args)s, %(kwargs)s, true,
+VALUES (%(id)s, %(name)s, %(status)s, to_timestamp(%(at)s), %(args)s, %(kwargs)s, %(exact)s,
         %(queue)s, %(routing_key)s, %(exchange)s, %(new_id)s, to_timestamp(%(at)s))
 ON CONFLICT (execution_id) DO UPDATE SET retried_as = EXCLUDED.retried_as
 """
@@ -109,7 +110,17 @@ VALUES (%s, %s, %s, %s, %s)
 
 
 def _jsonb(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
+    # NUL spelled out: PostgreSQL's jsonb refuses U+0000 (see db/jsonsafe.py)
+    return None if value is None else Jsonb(value, dumps=jsonb_dumps)
+
+
+def _stored_exactly(*values: Any) -> bool:
+    return not any(holds_nul(value) for value in values)
+
+
+def _texts(params: dict[str, Any]) -> dict[str, Any]:
+    return {key: clean_text(value) if isinstance(value, str) else value
+            for key, value in params.items()}
 
 
 class ActionTransaction:
@@ -122,23 +133,25 @@ class ActionTransaction:
                        args: Any, kwargs: Any, args_exact: bool, queue: str | None,
                        routing_key: str | None, exchange: str | None) -> str:
         """Set the row to ``cancelled`` (guarded); returns the row's status after."""
-        row = self.conn.execute(_CANCEL_SQL, {
+        row = self.conn.execute(_CANCEL_SQL, _texts({
             "id": task_id, "name": name, "at": at, "args": _jsonb(args),
-            "kwargs": _jsonb(kwargs), "exact": args_exact and args is not None,
-            "queue": queue, "routing_key": routing_key, "exchange": exchange}).fetchone()
+            "kwargs": _jsonb(kwargs),
+            "exact": args_exact and args is not None and _stored_exactly(args, kwargs),
+            "queue": queue, "routing_key": routing_key, "exchange": exchange})).fetchone()
         status = str(row[0]) if row else "cancelled"
         if status == "cancelled":
             self.conn.execute(_HISTORY_SQL, (task_id, "REVOKED", at,
-                                             Jsonb({"operator": subject, "action": "cancel"})))
+                                             _jsonb({"operator": subject, "action": "cancel"})))
         return status
 
     def record_retry(self, *, original_id: str, original_state: str, new_id: str, at: float,
                      subject: str, name: str, args: Any, kwargs: Any, queue: str | None,
                      routing_key: str | None, exchange: str | None) -> None:
-        params = {"name": name, "at": at, "args": Jsonb(args), "kwargs": Jsonb(kwargs),
-                  "queue": queue, "routing_key": routing_key, "exchange": exchange}
+        params = _texts({"name": name, "at": at, "args": _jsonb(args), "kwargs": _jsonb(kwargs),
+                         "exact": _stored_exactly(args, kwargs), "queue": queue,
+                         "routing_key": routing_key, "exchange": exchange})
         self.conn.execute(_RETRY_ROW_SQL, {**params, "id": new_id, "retry_of": original_id})
-        self.conn.execute(_HISTORY_SQL, (new_id, "PENDING", at, Jsonb(
+        self.conn.execute(_HISTORY_SQL, (new_id, "PENDING", at, _jsonb(
             {"operator": subject, "action": "retry", "retry_of": original_id})))
         status = {"FAILURE": "failure", "REVOKED": "cancelled"}.get(original_state, "failure")
         self.conn.execute(_LINK_SQL, {**params, "id": original_id, "status": status,
@@ -148,7 +161,7 @@ class ActionTransaction:
         if records:
             with self.conn.cursor() as cur:
                 cur.executemany(_AUDIT_SQL, [
-                    (r.subject, r.action, r.task_id, r.outcome, Jsonb(r.detail))
+                    (clean_text(r.subject), r.action, r.task_id, r.outcome, _jsonb(r.detail))
                     for r in records])
 
 
@@ -187,12 +200,24 @@ class ActionStore:
                 self._migrated = True
         return conn
 
+    def _checkout(self) -> psycopg.Connection:
+        """An idle connection that still answers, else a new one: an idle
+        connection the database dropped (restart, network cut) is found here,
+        not by the operator's action, which would answer 503."""
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return self._connect()
+            try:
+                conn.execute("")
+                return conn
+            except psycopg.Error:
+                conn.close()
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            conn = self._connect()
+        conn = self._checkout()
         healthy = True
         try:
             yield conn

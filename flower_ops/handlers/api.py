@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote
 
 from ..handlers.params import check_task_id, parse_task_query
 from .base import ApiHandler, JsonHandler
@@ -21,14 +20,14 @@ class StatsHandler(ApiHandler):
 
 class TasksHandler(ApiHandler):
     async def get(self) -> None:
-        query = parse_task_query(lambda name: self.get_query_argument(name, None))
+        query = parse_task_query(self.query)
         page = await self.ops.tasks.list(query)
         self.write_json(_page(page))
 
 
 class TaskHandler(ApiHandler):
     async def get(self, task_id: str) -> None:
-        self.write_json(await self.ops.tasks.get(check_task_id(unquote(task_id))))
+        self.write_json(await self.ops.tasks.get(check_task_id(task_id)))
 
 
 class WorkersHandler(ApiHandler):

@@ -40,13 +40,38 @@ def _finite(value: Any) -> Any:
     return value
 
 
+@tornado.web.stream_request_body
 class JsonHandler(tornado.web.RequestHandler):
-    """Writes JSON, and JSON errors for every failure (never HTML, never a trace)."""
+    """Writes JSON, and JSON errors for every failure (never HTML, never a trace).
+
+    The body is streamed, not buffered by Tornado before the handler runs:
+    ``prepare()`` (authentication, the size check) comes first, and at most
+    ``MAX_BODY_BYTES`` of it is kept. Otherwise anyone could make the monitor
+    hold Tornado's 100 MB default per connection before being told 401.
+    """
 
     ops: "FlowerOps"
 
     def initialize(self, ops: "FlowerOps") -> None:
         self.ops = ops
+        self._body = bytearray()
+        self._body_too_large = False
+
+    def prepare(self) -> Any:
+        self.check_body_size()
+        return None
+
+    def check_body_size(self) -> None:
+        length = self.request.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise PayloadTooLarge("request body too large", {"max_bytes": MAX_BODY_BYTES})
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body_too_large or len(self._body) + len(chunk) > MAX_BODY_BYTES:
+            self._body_too_large = True  # a chunked body: read on, keep nothing
+            self._body.clear()
+            return
+        self._body.extend(chunk)
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -79,6 +104,8 @@ class JsonHandler(tornado.web.RequestHandler):
             status, message, detail = 500, "internal error", None
         if status == 401:
             self.set_header("WWW-Authenticate", self.auth_challenge())
+        if status == 405:
+            self.set_header("Allow", self.allowed_methods())
         self.clear_header("Content-Type")
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_status(status)
@@ -86,6 +113,13 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def auth_challenge(self) -> str:
         return 'Bearer realm="flower-ops"'
+
+    def allowed_methods(self) -> str:
+        """The methods this route implements, for ``Allow`` (RFC 9110 §15.5.6)."""
+        base = tornado.web.RequestHandler
+        methods = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+        return ", ".join(m for m in methods
+                         if getattr(type(self), m.lower()) is not getattr(base, m.lower()))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, (FlowerOpsError, tornado.web.HTTPError)):
@@ -101,15 +135,30 @@ class JsonHandler(tornado.web.RequestHandler):
             return
         super()._handle_request_exception(e)
 
+    def query(self, name: str) -> str | None:
+        """A query parameter exactly as sent (the last one when repeated).
+
+        Tornado's ``get_query_argument`` turns control characters into spaces
+        and strips the result, so a filter would match something else than
+        what was asked and length limits would see a shorter value.
+        """
+        values = self.request.query_arguments.get(name)
+        if not values:
+            return None
+        try:
+            return values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidQuery(f"{name} is not valid UTF-8", {"parameter": name}) from None
+
     def json_body(self) -> dict[str, Any]:
-        body = self.request.body
-        if len(body) > MAX_BODY_BYTES:
+        body = bytes(self._body)
+        if self._body_too_large or len(body) > MAX_BODY_BYTES:
             raise PayloadTooLarge("request body too large", {"max_bytes": MAX_BODY_BYTES})
-        if not body.strip():
+        if not body:   # no body at all; whitespace alone is not JSON (a 400)
             return {}
         try:
             value = json_decode(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
             raise InvalidQuery("request body is not valid JSON") from None
         if not isinstance(value, dict):
             raise InvalidQuery("request body must be a JSON object")
@@ -127,8 +176,10 @@ class ApiHandler(JsonHandler):
         self.principal = await self.ops.verify_token(token)
         method = self.request.method or "GET"
         self.principal.require(WRITE_SCOPE if method in self.write_scope_methods else READ_SCOPE)
+        self.check_body_size()
 
     def options(self, *args: Any) -> None:
+        self.set_header("Allow", self.allowed_methods())
         self.set_status(204)
         self.finish()
 

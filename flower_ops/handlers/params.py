@@ -1,15 +1,19 @@
 """Parsing and validating query parameters into our value types."""
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from ..errors import InvalidQuery
 from ..models import TASK_STATES, TaskQuery
 
 MAX_LIMIT = 1000
+# Flower's spellings of the two orders
+ORDER_ALIASES = {"newest": "desc", "-time": "desc", "oldest": "asc", "time": "asc"}
 MAX_TEXT = 256
 TASK_ID_MAX = 255
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 def _text(get: Callable[[str], str | None], name: str) -> str | None:
@@ -20,6 +24,35 @@ def _text(get: Callable[[str], str | None], name: str) -> str | None:
         raise InvalidQuery(f"{name} is longer than {MAX_TEXT} characters", {"parameter": name})
     if "\x00" in value:
         raise InvalidQuery(f"{name} contains a NUL character", {"parameter": name})
+    return value
+
+
+def parse_int(raw: str | None, name: str, default: int, *, minimum: int, maximum: int) -> int:
+    """An integer query parameter; absent is ``default``, present must be digits.
+
+    Present but empty (``?limit=``) is not "absent": it is not an integer.
+    """
+    if raw is None:
+        return default
+    if not _INTEGER.fullmatch(raw):
+        raise InvalidQuery(f"{name} must be an integer", {"parameter": name})
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise InvalidQuery(f"{name} must be between {minimum} and {maximum}",
+                           {"parameter": name})
+    return value
+
+
+def parse_choice(raw: str | None, name: str, choices: tuple[str, ...],
+                 aliases: dict[str, str] | None = None) -> str | None:
+    """One of ``choices`` (case-insensitive), or None when absent."""
+    if raw is None:
+        return None
+    value = raw.lower()
+    value = (aliases or {}).get(value, value)
+    if value not in choices:
+        raise InvalidQuery(f"{name} must be one of {', '.join(choices)}",
+                           {"parameter": name, "allowed": list(choices)})
     return value
 
 
@@ -50,25 +83,11 @@ def parse_task_query(get: Callable[[str], str | None]) -> TaskQuery:
             raise InvalidQuery("unknown state", {"parameter": "state", "unknown": unknown,
                                                  "allowed": list(TASK_STATES)})
         states = frozenset(requested)
-    raw_limit = get("limit")
-    limit = 50
-    if raw_limit not in (None, ""):
-        try:
-            limit = int(raw_limit)  # type: ignore[arg-type]
-        except ValueError:
-            raise InvalidQuery("limit must be an integer", {"parameter": "limit"}) from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}", {"parameter": "limit"})
-    order = (get("order") or get("sort") or "desc").lower()
-    if order in ("newest", "-time", "desc"):
-        order = "desc"
-    elif order in ("oldest", "time", "asc"):
-        order = "asc"
-    else:
-        raise InvalidQuery("order must be desc or asc", {"parameter": "order"})
-    source = (get("source") or "auto").lower()
-    if source not in ("auto", "memory", "db"):
-        raise InvalidQuery("source must be auto, memory or db", {"parameter": "source"})
+    limit = parse_int(get("limit"), "limit", 50, minimum=1, maximum=MAX_LIMIT)
+    raw_order = get("order")
+    order = parse_choice(raw_order if raw_order is not None else get("sort"), "order",
+                         ("desc", "asc"), ORDER_ALIASES) or "desc"
+    source = parse_choice(get("source"), "source", ("auto", "memory", "db")) or "auto"
     since = parse_time("since", get("since"))
     until = parse_time("until", get("until"))
     if since is not None and until is not None and since > until:

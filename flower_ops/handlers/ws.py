@@ -63,6 +63,17 @@ def text_frame(payload: bytes) -> bytes:
     return frame
 
 
+def _decode(message: str | bytes) -> tuple[dict[str, Any] | None, str]:
+    """A client message as an object with a string ``type``, or why it is not one."""
+    try:
+        body = json.loads(message)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the stack
+        return None, "message is not valid JSON"
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        return None, "message must be an object with a type"
+    return body, ""
+
+
 class LiveFeedHandler(tornado.websocket.WebSocketHandler):
     ops: FlowerOps
     feed: LiveFeed
@@ -80,13 +91,36 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         header = self.request.headers.get("Authorization")
-        if header is not None:
+        upgrade = self.request.headers.get("Upgrade", "").lower() == "websocket"
+        origin = self.request.headers.get("Origin")
+        if upgrade and origin is not None and not self.check_origin(origin):
+            # Refused before the token is looked at, as JSON like every other
+            # refusal (Tornado's own check answers in plain text)
+            self._refuse(Forbidden("cross-origin WebSocket refused; allow the origin with "
+                                   "FLOWER_OPS_WS_ALLOWED_ORIGINS", {"origin": origin[:200]}))
+            return
+        # Only an upgrade may defer its token to the first message; a plain
+        # GET is an API request like the others (401/403 first, then 400)
+        if header is not None or not upgrade:
             try:
                 self.principal = await self._verify(bearer_token(header))
             except FlowerOpsError as exc:
                 self._refuse(exc)
                 return
+        if not upgrade:
+            self._refuse(InvalidQuery("this is a WebSocket endpoint: send an upgrade request "
+                                      "(Upgrade: websocket)"))
+            return
         await super().get(*args, **kwargs)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Errors before the upgrade (e.g. 405 for another method) are JSON too
+        if status_code == 405:
+            self.set_header("Allow", "GET")
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": message, "detail": None}))
 
     def _refuse(self, exc: FlowerOpsError) -> None:
         self.set_status(exc.status)
@@ -130,7 +164,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
         connection = self.ws_connection
         if connection is None or connection.is_closing():
             raise tornado.websocket.WebSocketClosedError()
-        return connection.stream.write(text_frame(payload))  # type: ignore[attr-defined]
+        return connection.stream.write(text_frame(payload))  # type: ignore[attr-defined, union-attr]
 
     def _query_resume(self) -> int | None:
         # Only the resume position is read from the URL; never a token.
@@ -144,20 +178,19 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
         sub = self.subscriber
         if sub is None or sub.closed:
             return
-        try:
-            body = json.loads(message)
-        except (ValueError, UnicodeDecodeError):
-            self._error("message is not valid JSON")
+        body, problem = _decode(message)
+        if self.principal is None and (body is None or body["type"] != "auth"):
+            # Before authentication nothing is answered: only a well-formed auth
+            # message is read, anything else ends the connection.
+            self._close(CLOSE_UNAUTHORIZED, "authenticate first")
             return
-        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-            self._error("message must be an object with a type")
+        if body is None:
+            self._error(problem)
             return
         kind = body["type"]
         try:
             if kind == "auth":
                 await self._on_auth(body)
-            elif self.principal is None:
-                self._close(CLOSE_UNAUTHORIZED, "authenticate first")
             elif kind == "subscribe":
                 self.feed.subscribe(sub, parse_filters(body.get("filters")),
                                     parse_limit(body.get("limit")))
@@ -168,13 +201,20 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
             else:
                 self._error(f"unknown message type {kind[:40]!r}")
         except InvalidQuery as exc:
-            self._error(exc.message, exc.detail)
+            if self.principal is None:
+                self._close(CLOSE_UNAUTHORIZED, f"invalid auth message: {exc.message}"[:120])
+            else:
+                self._error(exc.message, exc.detail)
 
     async def _on_auth(self, body: dict[str, Any]) -> None:
         token = body.get("token")
-        if not isinstance(token, str) or not token or self._authenticating:
+        if self._authenticating:
+            return
+        if not isinstance(token, str) or not token:
             if self.principal is None:
                 self._close(CLOSE_UNAUTHORIZED, "auth message needs a token")
+            else:
+                self._error("auth message needs a token")
             return
         first = self.principal is None
         filters = parse_filters(body.get("filters")) if first else None
@@ -270,7 +310,7 @@ def register(ops: FlowerOps) -> None:
                         "schema": {"type": "integer"},
                         "description": "last seq received, to replay what was missed"}],
         "responses": {"101": {"description": "Switching protocols"},
-                      **openapi.errors(401, 403)},
+                      **openapi.errors(400, 401, 403)},
     }})
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import InvalidQuery
 from ..handlers.base import ApiHandler
+from ..handlers.params import parse_int
 from ..openapi import errors, ok
 from .alerts import KINDS, SEVERITIES
 
@@ -40,16 +41,8 @@ ALERT_COUNTS_SCHEMA: dict[str, Any] = {
 
 def parse_alert_query(get: Callable[[str], str | None]) -> tuple[int, str | None]:
     """``limit`` (1..5000, default 500) and ``kind`` (one of the alert kinds)."""
-    limit = DEFAULT_LIMIT
-    raw_limit = get("limit")
-    if raw_limit not in (None, ""):
-        try:
-            limit = int(raw_limit)  # type: ignore[arg-type]
-        except ValueError:
-            raise InvalidQuery("limit must be an integer", {"parameter": "limit"}) from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}", {"parameter": "limit"})
-    kind = get("kind") or None
+    limit = parse_int(get("limit"), "limit", DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    kind = get("kind")
     if kind is not None and kind not in KINDS:
         raise InvalidQuery("unknown alert kind", {"parameter": "kind", "allowed": list(KINDS)})
     return limit, kind
@@ -57,7 +50,7 @@ def parse_alert_query(get: Callable[[str], str | None]) -> tuple[int, str | None
 
 class AlertsHandler(ApiHandler):
     def get(self) -> None:
-        limit, kind = parse_alert_query(lambda name: self.get_query_argument(name, None))
+        limit, kind = parse_alert_query(self.query)
         self.write_json(self.ops.health.summary(limit=limit, kind=kind))  # type: ignore[attr-defined]
 
 

@@ -13,6 +13,9 @@ from ..sources.broker import BrokerSnapshot, QueueSource
 logger = logging.getLogger(__name__)
 
 RATE_WINDOW_SECONDS = 60.0
+# Dequeues are counted per second and queue; seconds this far behind the
+# newest are dropped
+DEQUEUE_HORIZON_SECONDS = 2 * int(RATE_WINDOW_SECONDS)
 
 
 class QueueService:
@@ -26,13 +29,26 @@ class QueueService:
         self.snapshot: BrokerSnapshot | None = None
         self.last_error: str | None = None
         self.last_error_at: float | None = None
-        # (time, queue) of tasks leaving each queue, from events (see note_dequeued)
-        self._dequeued: deque[tuple[float, str]] = deque(maxlen=200_000)
+        # queue -> {second: tasks that left it then}, from events (see note_dequeued);
+        # a rate reads ~60 counters, not one entry per task
+        self._dequeued: dict[str, dict[int, int]] = {}
+        self._newest_second = 0
         self._depth_history: deque[tuple[float, dict[str, int]]] = deque(maxlen=120)
 
     def note_dequeued(self, queue: str | None, at: float) -> None:
-        if queue:
-            self._dequeued.append((at, queue))
+        if not queue:
+            return
+        second = int(at)
+        counts = self._dequeued.get(queue)
+        if counts is None:
+            counts = self._dequeued[queue] = {}
+        counts[second] = counts.get(second, 0) + 1
+        if second > self._newest_second:
+            self._newest_second = second
+            horizon = second - DEQUEUE_HORIZON_SECONDS
+            for per_queue in self._dequeued.values():
+                for old in [s for s in per_queue if s < horizon]:
+                    del per_queue[old]
 
     def refresh(self) -> BrokerSnapshot | None:
         """Blocking: one round trip to the broker. Runs on an executor thread."""
@@ -84,7 +100,9 @@ class QueueService:
             return None, None
         (t0, first), (t1, last) = history[0], history[-1]
         span = max(t1 - t0, 1e-3)
-        taken = sum(1 for at, queue in self._dequeued if queue == name and t0 <= at <= t1)
+        first_second, last_second = int(t0), int(t1)
+        taken = sum(count for second, count in self._dequeued.get(name, {}).items()
+                    if first_second <= second <= last_second)
         rate_out = taken / span
         growth = (last.get(name, 0) - first.get(name, 0)) / span
         return max(0.0, rate_out + growth), rate_out

@@ -6,16 +6,20 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import InvalidQuery, NotConfigured, NotFound
-from ..models import TIMESTAMP_FIELDS, TaskPage, TaskQuery
+from ..models import FINAL_STATES, TIMESTAMP_FIELDS, TaskPage, TaskQuery
 from ..payload import decode_args
 from ..sources.flower_state import TaskIndex, task_queue, task_worker
+from .search import SearchTexts
 
 if TYPE_CHECKING:
     from ..sources.history import PgHistory
 
 MEMORY_CURSOR = "m"
 DB_CURSOR = "d"
-SEARCH_FIELDS = ("uuid", "name", "args", "kwargs", "result", "exception")
+
+
+_OUTCOME_FIELDS = ("state", "result", "exception", "traceback", "runtime", "succeeded",
+                   "failed", "revoked", "retries")
 
 
 def _decoded(value: Any) -> Any:
@@ -141,19 +145,21 @@ class TaskQueryService:
         self._run_blocking = run_blocking
         self.summaries = SummaryCache()
         index.change_listeners.append(self.summaries.invalidate)
+        self.search_texts = SearchTexts(lambda: self.tasks)
+        index.change_listeners.append(self.search_texts.invalidate)
 
     @property
     def tasks(self) -> Any:
         return self.index.state.tasks.data
 
     def list_memory(self, query: TaskQuery) -> TaskPage:
-        self.index.sync()
-        matches = self._search_predicate(query.search) if query.search else None
         kind, raw = split_cursor(query.cursor)
         if kind == DB_CURSOR:
             raise InvalidQuery("this cursor belongs to source=db", {"cursor": query.cursor})
+        self.index.sync()
+        candidates = self.search_texts.matching(query.search) if query.search else None
         scoped = TaskQuery(**{**query.__dict__, "cursor": raw})
-        ids, total, next_raw = self.index.query(scoped, matches)
+        ids, total, next_raw = self.index.query(scoped, candidates=candidates)
         tasks = self.tasks
         summaries = self.summaries
         return TaskPage(tasks=[summaries.get(uuid, tasks[uuid]) for uuid in ids], total=total,
@@ -194,6 +200,13 @@ class TaskQueryService:
                 detail[key] = stored.get(key)
             if not detail["args_exact"] and stored.get("args_exact"):
                 detail.update(args=stored["args"], kwargs=stored["kwargs"], args_exact=True)
+            if detail["state"] not in FINAL_STATES and stored.get("state") in FINAL_STATES:
+                # The monitor missed the end (its event stream was down: a
+                # broker restart or cut); the sync worker's reconciliation
+                # against the result backend did not, and the database is right.
+                for key in _OUTCOME_FIELDS:
+                    if key in stored:
+                        detail[key] = stored[key]
             detail["source"] = "memory+db"
         return detail
 
@@ -201,19 +214,3 @@ class TaskQueryService:
         if self.history is None:
             raise NotConfigured("task history needs DATABASE_URL", {"setting": "DATABASE_URL"})
         return self.history
-
-    def _search_predicate(self, text: str) -> Callable[[str], bool]:
-        needle = text.lower()
-        tasks = self.tasks
-
-        def matches(uuid: str) -> bool:
-            task = tasks.get(uuid)
-            if task is None:
-                return False
-            for field in SEARCH_FIELDS:
-                value = getattr(task, field, None)
-                if value is not None and needle in str(value).lower():
-                    return True
-            return False
-
-        return matches

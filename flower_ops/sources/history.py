@@ -97,8 +97,12 @@ class PgHistory:
         """Create the pool and bring the schema up to date."""
         if self._pool is not None:
             return
+        # check: an idle connection the database dropped (restart, network
+        # cut) is found and replaced at checkout, so the first request after
+        # an outage does not get it and fail with 503
         pool = ConnectionPool(self._url, min_size=1, max_size=self._max, open=False,
                               timeout=self._timeout, name="flower-ops-history",
+                              check=ConnectionPool.check_connection,
                               kwargs={"autocommit": True, "connect_timeout": 5,
                                       "application_name": "flower-ops-monitor"})
         try:

@@ -104,8 +104,10 @@ class Monitor(_Process):
 
     def __init__(self, broker_url: str, *, app: str = "tests.apps.automation",
                  basic_auth: str | None = "admin:admin123", url_prefix: str | None = None,
-                 env: Mapping[str, str] | None = None, extra_args: Sequence[str] = ()) -> None:
-        self.port = free_port()
+                 env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
+                 port: int | None = None) -> None:
+        # a fixed port lets a supervisor-style restart come back where clients look
+        self.port = port or free_port()
         self.url_prefix = url_prefix
         args = [sys.executable, "-m", "celery", "-A", app, "flower-ops",
                 f"--port={self.port}", "--address=127.0.0.1"]
@@ -144,3 +146,28 @@ class Monitor(_Process):
         response = requests.post(f"{self.api}/token", json=body, auth=self.basic_auth, timeout=5)
         response.raise_for_status()
         return str(response.json()["access_token"])
+
+
+class SyncWorkerProcess(_Process):
+    """``python -m sync_worker`` as a separate process, configured by ``env``."""
+
+    LISTENING = "listening to Celery events"
+
+    def __init__(self, *, redis_url: str, database_url: str,
+                 env: Mapping[str, str] | None = None) -> None:
+        super().__init__([sys.executable, "-m", "sync_worker"],
+                         {"REDIS_URL": redis_url, "DATABASE_URL": database_url, **(env or {})},
+                         "sync")
+
+    def times_listening(self) -> int:
+        """How often it has (re)subscribed to the events so far."""
+        return self.output().count(self.LISTENING)
+
+    def wait_listening(self, timeout_seconds: float = 20.0, *, more_than: int = 0
+                       ) -> "SyncWorkerProcess":
+        def listening() -> bool:
+            if not self.alive():
+                raise AssertionError(f"sync worker exited:\n{self.output()[-3000:]}")
+            return self.times_listening() > more_than
+        wait_for(listening, timeout_seconds=timeout_seconds, message="sync worker listening")
+        return self

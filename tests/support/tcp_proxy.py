@@ -9,7 +9,10 @@ from flower_ops.embedded import free_port
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to ``target``. ``cut()`` resets every open
-    connection at once; ``refuse(True)`` drops new ones as they arrive."""
+    connection at once; ``refuse(True)`` drops new ones as they arrive;
+    ``stall(True)`` stops forwarding without closing anything (a partition:
+    both ends' TCP stacks stay happy, bytes just stop arriving) until
+    ``stall(False)`` delivers what was held."""
 
     def __init__(self, *, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -19,6 +22,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._refusing = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self.cuts = 0
@@ -47,13 +52,13 @@ class TcpProxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -75,6 +80,12 @@ class TcpProxy:
             sock.close()
         except OSError:
             pass
+
+    def stall(self, stalled: bool) -> None:
+        if stalled:
+            self._flowing.clear()
+        else:
+            self._flowing.set()
 
     def refuse(self, refusing: bool) -> None:
         self._refusing = refusing
@@ -103,5 +114,6 @@ class TcpProxy:
 
     def close(self) -> None:
         self._closed.set()
+        self._flowing.set()
         self.cut()
         self._server.close()
