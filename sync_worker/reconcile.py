@@ -33,7 +33,7 @@ from celery import states
 
 from sync_worker.receiver import WorkerLiveness, _epoch
 from sync_worker.store import OpenExecution, PgExecutionStore
-from sync_worker.transitions import Transition, fold
+from sync_worker.transitions import Transition, advances, fold
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,15 @@ class BackendReader:
 TasksKnownByWorkers = Callable[[Sequence[str], Sequence[str]], Mapping[str, set[str]]]
 
 
+def _moves_on(row: OpenExecution, transition: Transition) -> bool:
+    """Does an open state read from the backend tell the row anything new?
+    A long-running task reads STARTED on every pass; applying it each time
+    would add a history entry per pass (its time is the read time)."""
+    status = transition.status
+    return status != row.status and advances(row.status, row.status_at, False,
+                                             status, transition.timestamp)
+
+
 def _lost_transition(task_id: str, now: float, message: str) -> Transition:
     return Transition(task_id, "FAILURE", now, "failed",
                       {"error": f"WorkerLostError('{message}; no result was recorded')",
@@ -180,8 +189,8 @@ class Reconciler:
             else:
                 if row.status == "started" and row.worker:
                     running_on_live_workers.append(row)
-                if transition is not None:
-                    transitions.append(transition)   # an open state that may move the row on
+                if transition is not None and _moves_on(row, transition):
+                    transitions.append(transition)   # an open state that moves the row on
                     report.from_backend += 1
         if running_on_live_workers:
             transitions += self._forgotten_by_workers(running_on_live_workers, reader, report)
