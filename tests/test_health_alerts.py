@@ -140,3 +140,26 @@ def test_an_unchanged_finding_does_not_rewrite_the_alert() -> None:
     book.update([Finding(**{**backlog.__dict__, "details": {"messages": 150}})],
                 kinds=[QUEUE_BACKLOG], now=3.0)
     assert book.active_list()[0]["details"] == {"messages": 150}
+
+
+def test_an_alert_storm_is_logged_within_a_budget_and_summed_up(
+        caplog: pytest.LogCaptureFixture) -> None:
+    book = AlertBook()
+    caplog.set_level("INFO", logger="flower_ops.health.alerts")
+    book.update([stuck(f"t{i}") for i in range(1000)], kinds=KINDS, now=10.0)
+    assert len(book.active_list()) == 1000
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == book.log.per_window
+    assert all(line.startswith("alert raised: [warning] task t") for line in lines)
+
+    caplog.clear()
+    book.update([], kinds=KINDS, now=30.0)        # all resolve, same window
+    assert caplog.records == []
+    book.update([], kinds=KINDS, now=75.0)        # the window ends: one summary line
+    summary = [r.getMessage() for r in caplog.records]
+    assert summary == ["980 more alerts raised and 1000 resolved in the last 65s "
+                       "(not logged one by one; GET /alerts lists them)"]
+
+    caplog.clear()
+    book.update([stuck("again")], kinds=KINDS, now=80.0)   # a new window logs again
+    assert [r.getMessage() for r in caplog.records] == ["alert raised: [warning] task again is stuck"]

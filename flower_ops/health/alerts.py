@@ -130,10 +130,48 @@ class Alert:
         }
 
 
+class AlertLog:
+    """The alert lines in the process log, with a budget: at most
+    ``per_window`` lines per ``window_seconds``. A burst (thousands of stuck
+    tasks found at once) is counted instead and summed up in one line when
+    its window ends; ``GET /alerts`` has every alert."""
+
+    def __init__(self, *, per_window: int = 20, window_seconds: float = 60.0) -> None:
+        self.per_window = per_window
+        self.window_seconds = window_seconds
+        self._window_start: float | None = None
+        self._logged = 0
+        self._held = {"raised": 0, "resolved": 0}
+
+    def line(self, now: float, event: str, level: int, message: str, *args: Any) -> None:
+        self.flush(now)
+        if self._window_start is None:
+            self._window_start = now
+        if self._logged < self.per_window:
+            self._logged += 1
+            logger.log(level, message, *args)
+        else:
+            self._held[event] += 1
+
+    def flush(self, now: float) -> None:
+        """End the window if its time is up, summing up what was held back."""
+        start = self._window_start
+        if start is None or now - start < self.window_seconds:
+            return
+        raised, resolved = self._held["raised"], self._held["resolved"]
+        if raised or resolved:
+            logger.warning("%d more alerts raised and %d resolved in the last %.0fs "
+                           "(not logged one by one; GET /alerts lists them)",
+                           raised, resolved, now - start)
+        self._window_start, self._logged = None, 0
+        self._held = {"raised": 0, "resolved": 0}
+
+
 class AlertBook:
     """Active alerts and the recently resolved ones. IOLoop thread only."""
 
     def __init__(self, *, resolved_history: int = 200) -> None:
+        self.log = AlertLog()
         self.active: dict[AlertKey, Alert] = {}
         self.resolved: deque[Alert] = deque(maxlen=resolved_history)
         self.listeners: list[AlertListener] = []
@@ -166,6 +204,7 @@ class AlertBook:
                 self.resolve(key, now)
         for finding in found.values():
             self.raise_alert(finding, now, refresh=True)
+        self.log.flush(now)
 
     def raise_alert(self, finding: Finding, now: float, *, refresh: bool = False) -> bool:
         """Raise an alert for ``finding`` unless one is active for its key (then
@@ -201,7 +240,7 @@ class AlertBook:
         self._unindex(alert)
         alert = replace(alert, resolved_at=now)
         self.resolved.append(alert)
-        logger.info("alert resolved: %s", alert.message)
+        self.log.line(now, "resolved", logging.INFO, "alert resolved: %s", alert.message)
         self._notify("resolved", alert, now)
         return True
 
@@ -217,7 +256,8 @@ class AlertBook:
                       details=dict(finding.details), elapsed=finding.elapsed)
         self._index(alert)
         self.raised_total += 1
-        logger.warning("alert raised: [%s] %s", alert.severity, alert.message)
+        self.log.line(now, "raised", logging.WARNING, "alert raised: [%s] %s",
+                      alert.severity, alert.message)
         self._notify("raised", alert, now)
 
     def _index(self, alert: Alert) -> None:
