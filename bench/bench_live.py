@@ -45,7 +45,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import check_line, environment_line, heading, percentile, ratio, ws_frame
+from common import (check_line, environment_line, heading, percentile, ratio, ws_frame,
+                    ws_upgrade_request)
 
 SECRET = "bench-live-secret-0123456789abcdef"
 NAMES = ("automation.report", "automation.sync", "automation.export", "automation.notify")
@@ -119,7 +120,6 @@ def feed_clients(url: str, token: str, count: int, probe_every: int, start_at: f
     """Raw asyncio WebSocket clients: Tornado's client costs more CPU than the
     server on a 2-core box, so frames are only walked (C-speed counting);
     probe clients also parse every ``tasks`` message for latency."""
-    import base64
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -136,11 +136,7 @@ def feed_clients(url: str, token: str, count: int, probe_every: int, start_at: f
 
         def connection_made(self, transport: Any) -> None:
             self.transport = transport
-            key = base64.b64encode(os.urandom(16)).decode()
-            transport.write((f"GET {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                             f"Authorization: Bearer {token}\r\n\r\n").encode())
+            transport.write(ws_upgrade_request(parts.path, host, port, token))
 
         def data_received(self, data: bytes) -> None:
             self.buf += data

@@ -5,6 +5,7 @@ in the same run; nothing here asserts on time.
 """
 from __future__ import annotations
 
+import base64
 import os
 import platform
 import statistics
@@ -108,3 +109,13 @@ def ws_frame(buf: bytes | bytearray, offset: int) -> tuple[int, int, int] | None
     if available < head + length:
         return None
     return opcode, offset + head, length
+
+
+def ws_upgrade_request(path: str, host: str, port: int, token: str) -> bytes:
+    """The raw HTTP upgrade a benchmark's feed client opens with (token in
+    the Authorization header, never in the URL)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {token}\r\n\r\n").encode()

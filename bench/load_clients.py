@@ -14,7 +14,6 @@ Each puts one dict of figures on the ``results`` queue when it is done.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import json
 import os
@@ -31,7 +30,7 @@ from urllib.parse import quote, urlencode
 
 from bench_api import TASK_QUEUES, WORKERS
 from bench_live import event_time
-from common import ws_frame
+from common import ws_frame, ws_upgrade_request
 
 API = "/api/automation/monitoring"
 PROBE_EVERY_S = 2.0
@@ -352,11 +351,7 @@ def feed_clients(port: int, token: str, count: int, first_index: int, start_at: 
         def connection_made(self, transport: Any) -> None:
             self.transport = transport
             opened.add(self)
-            key = base64.b64encode(os.urandom(16)).decode()
-            transport.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                             f"Authorization: Bearer {token}\r\n\r\n").encode())
+            transport.write(ws_upgrade_request(path, "127.0.0.1", port, token))
 
         def fail(self, reason: str) -> None:
             if not self.failed and time.time() < stop_at:
