@@ -625,9 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="  log %(levelname)s %(name)s: %(message)s")
     # One line per alert would bury the figures; the count is printed instead
-    logging.getLogger("flower_ops.health.alerts").setLevel(logging.ERROR)
+    logging.getLogger("flower_ops.monitor.health.alerts").setLevel(logging.ERROR)
     # Printed once per install() (one server + one per ingest round)
-    logging.getLogger("flower_ops.auth").setLevel(logging.ERROR)
+    logging.getLogger("flower_ops.monitor.auth").setLevel(logging.ERROR)
     # No worker answers the inspect broadcasts here; each one logs a warning
     logging.getLogger("flower.inspector").setLevel(logging.ERROR)
     if args.tasks < 1000 or args.requests < 1 or args.rounds < 1:

@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="  log %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("flower_ops.health.alerts").setLevel(logging.ERROR)
-    logging.getLogger("flower_ops.auth").setLevel(logging.ERROR)
+    logging.getLogger("flower_ops.monitor.health.alerts").setLevel(logging.ERROR)
+    logging.getLogger("flower_ops.monitor.auth").setLevel(logging.ERROR)
     print(f"bench_health: {args.tasks:,} tasks, {args.ticks} ticks, churn {args.churn} "
           f"tasks/tick; {environment_line()}")
 

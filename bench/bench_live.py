@@ -375,7 +375,7 @@ def main() -> int:
     import jwt
     import redis
 
-    from flower_ops.embedded import free_port
+    from flower_ops.demo.embedded import free_port
 
     service = db = None
     if args.redis_url is None:

@@ -82,7 +82,7 @@ from bench_api import STATE_MIX, TASKS_PER_SECOND, WORKERS, _task_events
 from common import environment_line, heading, percentile, ratio
 from load_clients import API, ENDPOINTS, api_clients, feed_clients, poll_clients
 
-from flower_ops.embedded import EmbeddedRedis, free_port
+from flower_ops.demo.embedded import EmbeddedRedis, free_port
 
 SECRET = "bench-load-secret-0123456789abcdef"
 APP = "tests.apps.automation"

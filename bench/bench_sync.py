@@ -40,7 +40,7 @@ import psycopg
 import redis
 from celery import Celery
 
-from flower_ops.embedded import EmbeddedRedis, free_port
+from flower_ops.demo.embedded import EmbeddedRedis, free_port
 
 # Flower's real path: its ``Events`` thread (kombu EventReceiver) hands every
 # event to the IOLoop, where ``EventsState.event`` applies it. Counted on the

@@ -5,14 +5,14 @@ from typing import Any
 
 # Bound eagerly: importing the ``flower_ops.instrument`` submodule later would
 # otherwise replace a lazily defined ``instrument`` function with the module.
-from .instrument import instrument
+from flower_ops.instrument import instrument
 
 __version__ = "0.1.0"
 
 
 def install(flower_app: Any, config: Any = None) -> Any:
     """Register every Flower Ops route into a built ``flower.app.Flower``."""
-    from .plugin import install as _install
+    from flower_ops.monitor.app import install as _install
 
     return _install(flower_app, config)
 

@@ -17,8 +17,9 @@ from flower import command as flower_command
 from flower.app import Flower
 from tornado.options import options
 
-from .config import ConfigError, MonitorConfig
-from .plugin import install
+from flower_ops.core.env import ConfigError
+from flower_ops.monitor.config import MonitorConfig
+from flower_ops.monitor.app import install
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def main() -> None:
 @click.pass_context
 def demo(ctx: click.Context) -> None:
     """Run the embedded demo: Redis, PostgreSQL, workers, beat, sync worker, monitor."""
-    from .demo.runner import main as run_demo
+    from flower_ops.demo.runner import main as run_demo
 
     sys.exit(run_demo(list(ctx.args)))
 
@@ -88,7 +89,7 @@ def migrate() -> None:
     if not config.database_url:
         click.echo("flower-ops: invalid setting DATABASE_URL: required for migrate", err=True)
         sys.exit(2)
-    from .db.migrate import migrate as apply_migrations
+    from flower_ops.db.migrate import migrate as apply_migrations
 
     applied = apply_migrations(config.database_url)
     click.echo(f"schema up to date ({applied})")

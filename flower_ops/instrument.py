@@ -24,7 +24,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.app.amqp import AMQP
 
-from .payload import encode_exact
+from flower_ops.core.payload import encode_exact
 
 PUBLISHED_AT_HEADER = "flower_ops_published_at"
 _INSTRUMENTED_ATTR = "_flower_ops_instrumented"
@@ -69,7 +69,7 @@ def instrument(app: Celery, *, exact_args: bool = True) -> Celery:
 def _load_revocations_at_worker_start(app: Celery) -> None:
     def on_worker_init(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", app) is app:
-            from .revocations import load_into_worker
+            from flower_ops.revocations import load_into_worker
 
             load_into_worker(app)
 
@@ -78,7 +78,7 @@ def _load_revocations_at_worker_start(app: Celery) -> None:
 
 
 def _register_worker_command() -> None:
-    from .health.worker_command import register
+    from flower_ops.worker_stats import register
 
     register()
 

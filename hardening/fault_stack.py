@@ -29,7 +29,7 @@ import requests
 from celery import Celery
 
 from flower_ops import instrument
-from flower_ops.embedded import EmbeddedPostgres, EmbeddedRedis
+from flower_ops.demo.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.support.processes import CeleryWorker, Monitor, SyncWorkerProcess
 from tests.support.tcp_proxy import TcpProxy
 

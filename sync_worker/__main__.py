@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from flower_ops.config import ConfigError
+from flower_ops.core.env import ConfigError
 from sync_worker.config import SyncWorkerConfig
 from sync_worker.runner import SyncWorker
 

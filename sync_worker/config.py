@@ -1,14 +1,14 @@
 """Configuration of the sync worker: one frozen object, built from the environment.
 
 With ``monitor``'s config module, the only reader of ``os.environ``. A bad
-value raises ``flower_ops.config.ConfigError`` naming the variable.
+value raises ``flower_ops.core.env.ConfigError`` naming the variable.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flower_ops.config import DEFAULT_REDIS_URL, ConfigError, EnvReader
+from flower_ops.core.env import DEFAULT_REDIS_URL, ConfigError, EnvReader
 
 BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp", "memory")
 

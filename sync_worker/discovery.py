@@ -31,10 +31,10 @@ from typing import Any
 
 from celery import states
 
-from flower_ops.payload import decode_args
+from flower_ops.core.payload import decode_args
 from sync_worker.reconcile import transition_from_meta
-from sync_worker.store import PgExecutionStore
-from sync_worker.transitions import Transition, fold
+from flower_ops.db.batch import PgExecutionStore
+from flower_ops.core.transitions import Transition, fold
 
 logger = logging.getLogger(__name__)
 

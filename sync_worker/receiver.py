@@ -22,10 +22,11 @@ from typing import Any
 
 from celery import Celery
 
-from flower_ops.payload import EXACT_PREFIX, decode_args
+from flower_ops.core.payload import EXACT_PREFIX, decode_args
 from sync_worker.backoff import Backoff
 from sync_worker.redis_events import RedisEventsTarget, RedisEventStream, redis_events_target
-from sync_worker.transitions import EVENT_STATES, Transition
+from flower_ops.core.lifecycle import EVENT_STATES
+from flower_ops.core.transitions import Transition
 
 logger = logging.getLogger(__name__)
 

@@ -32,8 +32,9 @@ from typing import Any
 from celery import states
 
 from sync_worker.receiver import WorkerLiveness, _epoch
-from sync_worker.store import OpenExecution, PgExecutionStore
-from sync_worker.transitions import Transition, advances, fold
+from flower_ops.db.batch import OpenExecution, PgExecutionStore
+from flower_ops.core.transitions import Transition, fold
+from flower_ops.core.lifecycle import advances
 
 logger = logging.getLogger(__name__)
 

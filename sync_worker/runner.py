@@ -23,8 +23,8 @@ from sync_worker.discovery import QueueDiscovery, ResultDiscovery, queue_discove
 from sync_worker.metrics import SyncMetrics
 from sync_worker.receiver import EventConsumer, WorkerLiveness
 from sync_worker.reconcile import BackendReader, Reconciler
-from sync_worker.store import PgExecutionStore, StoreUnavailable
-from sync_worker.transitions import Transition, fold
+from flower_ops.db.batch import PgExecutionStore, StoreUnavailable
+from flower_ops.core.transitions import Transition, fold
 
 logger = logging.getLogger(__name__)
 

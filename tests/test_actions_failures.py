@@ -17,10 +17,10 @@ import pytest
 from celery import Celery
 from psycopg.types.json import Jsonb
 
-from flower_ops.actions.service import TaskActionService
-from flower_ops.actions.store import ActionStore
-from flower_ops.embedded import free_port
-from flower_ops.errors import Unavailable
+from flower_ops.monitor.services.actions import TaskActionService
+from flower_ops.db.actions import ActionStore
+from flower_ops.demo.embedded import free_port
+from flower_ops.core.errors import Unavailable
 from flower_ops.revocations import RevocationMarkers
 
 pytestmark = pytest.mark.timeout(120)

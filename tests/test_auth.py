@@ -15,10 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from flower_ops.auth import LOCAL_KID, TokenAuthority, bearer_token
-from flower_ops.config import ConfigError, JwtConfig, jwt_config_from_env, EnvReader
-from flower_ops.embedded import free_port
-from flower_ops.errors import Forbidden, Unauthorized
+from flower_ops.monitor.auth import LOCAL_KID, TokenAuthority, bearer_token
+from flower_ops.core.env import ConfigError, EnvReader
+from flower_ops.monitor.config import JwtConfig, jwt_config_from_env
+from flower_ops.demo.embedded import free_port
+from flower_ops.core.errors import Forbidden, Unauthorized
 
 SECRET = "s3cret-for-tests-0123456789abcdef"
 READ = "monitoring:read"

@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from flower_ops.embedded import free_port
+from flower_ops.demo.embedded import free_port
 from tests.support.processes import ROOT, wait_for
 
 CREDENTIALS = ("ops", "demo-pass-123")

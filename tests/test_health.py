@@ -16,7 +16,7 @@ import tornado.web
 from celery import Celery
 
 from flower_ops import instrument
-from flower_ops.embedded import free_port
+from flower_ops.demo.embedded import free_port
 from tests.support.processes import CeleryWorker, Monitor, wait_for
 from tests.support.services import RedisService
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from flower_ops.config import ConfigError, MonitorConfig
-from flower_ops.health.alerts import (
+from flower_ops.core.env import ConfigError
+from flower_ops.monitor.config import MonitorConfig
+from flower_ops.monitor.health.alerts import (
     CRITICAL,
     KINDS,
     QUEUE_BACKLOG,
@@ -18,7 +19,7 @@ from flower_ops.health.alerts import (
     AlertBook,
     Finding,
 )
-from flower_ops.health.webhook import WebhookNotifier
+from flower_ops.monitor.health.webhook import WebhookNotifier
 
 
 def stuck(subject: str, severity: str = WARNING) -> Finding:
@@ -145,7 +146,7 @@ def test_an_unchanged_finding_does_not_rewrite_the_alert() -> None:
 def test_an_alert_storm_is_logged_within_a_budget_and_summed_up(
         caplog: pytest.LogCaptureFixture) -> None:
     book = AlertBook()
-    caplog.set_level("INFO", logger="flower_ops.health.alerts")
+    caplog.set_level("INFO", logger="flower_ops.monitor.health.alerts")
     book.update([stuck(f"t{i}") for i in range(1000)], kinds=KINDS, now=10.0)
     assert len(book.active_list()) == 1000
     lines = [r.getMessage() for r in caplog.records]

@@ -11,11 +11,11 @@ from typing import Any
 
 from celery.events.state import State
 
-from flower_ops.config import AlertThresholds
-from flower_ops.health.alerts import ORPHANED_TASK, STUCK_TASK, WORKER_OFFLINE, AlertBook
-from flower_ops.health.rules import HealthRules
-from flower_ops.health.task_alerts import StartedTasks, TaskAlerts
-from flower_ops.services.stats import ThroughputTracker
+from flower_ops.monitor.config import AlertThresholds
+from flower_ops.monitor.health.alerts import ORPHANED_TASK, STUCK_TASK, WORKER_OFFLINE, AlertBook
+from flower_ops.monitor.health.rules import HealthRules
+from flower_ops.monitor.health.task_alerts import StartedTasks, TaskAlerts
+from flower_ops.monitor.services.stats import ThroughputTracker
 
 
 class NoQueues:

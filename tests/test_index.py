@@ -9,9 +9,9 @@ import pytest
 from celery.events import Event
 from flower.events import EventsState
 
-from flower_ops.errors import InvalidQuery
-from flower_ops.models import TaskQuery
-from flower_ops.sources.flower_state import IndexedEventsState, TaskIndex
+from flower_ops.core.errors import InvalidQuery
+from flower_ops.core.query import TaskQuery
+from flower_ops.monitor.sources.flower_state import IndexedEventsState, TaskIndex
 
 T0 = 1_700_000_000.0
 
@@ -154,7 +154,7 @@ def test_candidates_restrict_like_a_filter_whichever_is_walked(state: EventsStat
 
 
 def test_celery_event_list_is_trimmed_in_chunks_not_per_event() -> None:
-    from flower_ops.sources.flower_state import HEAP_TRIM_FRACTION, attach
+    from flower_ops.monitor.sources.flower_state import HEAP_TRIM_FRACTION, attach
 
     state = EventsState(max_tasks_in_memory=50)
     attach(state)
@@ -176,7 +176,7 @@ def test_celery_event_list_is_trimmed_in_chunks_not_per_event() -> None:
 
 
 def test_conjunction_totals_match_a_brute_force_count(state: EventsState) -> None:
-    from flower_ops.sources.flower_state import task_queue, task_worker
+    from flower_ops.monitor.sources.flower_state import task_queue, task_worker
 
     index = TaskIndex(state)
     rng = random.Random(7)

@@ -89,7 +89,7 @@ def test_alert_changes_are_coalesced_per_alert_until_the_flush(ops: Any) -> None
 
 
 def test_an_alert_burst_is_left_to_the_next_snapshot(ops: Any) -> None:
-    from flower_ops.live import ALERT_WRITES_PER_FLUSH
+    from flower_ops.monitor.live.feed import ALERT_WRITES_PER_FLUSH
 
     feed = ops.live
     received = _subscribe(feed)

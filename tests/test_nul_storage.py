@@ -10,10 +10,10 @@ from typing import Any
 
 import psycopg
 
-from flower_ops.actions.store import ActionStore, AuditRecord
+from flower_ops.db.actions import ActionStore, AuditRecord
 from flower_ops.db.jsonsafe import clean_text, holds_nul, jsonb_text
-from sync_worker.store import PgExecutionStore
-from sync_worker.transitions import Transition, fold
+from flower_ops.db.batch import PgExecutionStore
+from flower_ops.core.transitions import Transition, fold
 
 NUL_ARGS = ["nul\x00here", {"k\x00": ["\x00"]}, "a backslash: \\u0000 stays text"]
 NUL_KWARGS = {"key\x00": "value\x00"}

@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 
 from flower_ops import instrument
-from flower_ops.sources.broker import RedisQueueSource
+from flower_ops.monitor.sources.broker import RedisQueueSource
 from tests.support.processes import CeleryWorker, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -90,8 +90,8 @@ def test_unacked_counts_messages_a_late_acking_worker_holds(
 
 
 def test_rates_come_from_per_second_counts_of_dequeued_tasks() -> None:
-    from flower_ops.services.queues import DEQUEUE_HORIZON_SECONDS, QueueService
-    from flower_ops.sources.broker import BrokerSnapshot, QueueDepth
+    from flower_ops.monitor.services.queues import DEQUEUE_HORIZON_SECONDS, QueueService
+    from flower_ops.monitor.sources.broker import BrokerSnapshot, QueueDepth
 
     service = QueueService(source=None, transport="redis", queue_names=lambda: [],
                            consumers=dict)

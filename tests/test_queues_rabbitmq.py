@@ -16,8 +16,8 @@ from celery import Celery
 from kombu import Connection, Queue
 
 from flower_ops import instrument
-from flower_ops.embedded import free_port
-from flower_ops.sources.rabbitmq import SOURCE_AMQP, SOURCE_MANAGEMENT, RabbitQueueSource
+from flower_ops.demo.embedded import free_port
+from flower_ops.monitor.sources.rabbitmq import SOURCE_AMQP, SOURCE_MANAGEMENT, RabbitQueueSource
 from tests.support.processes import CeleryWorker, Monitor, wait_for
 
 pytestmark = pytest.mark.timeout(150)

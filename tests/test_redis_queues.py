@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from flower_ops.sources.broker import RedisQueueSource
+from flower_ops.monitor.sources.broker import RedisQueueSource
 
 OPTIONS = [
     pytest.param({}, id="defaults"),

@@ -7,7 +7,8 @@ import socket
 import pytest
 import requests
 
-from flower_ops.config import ConfigError, MonitorConfig
+from flower_ops.core.env import ConfigError
+from flower_ops.monitor.config import MonitorConfig
 from tests.support.processes import Monitor
 from tests.support.services import RedisService
 

@@ -7,9 +7,9 @@ import random
 import pytest
 from flower.events import EventsState
 
-from flower_ops.services import search
-from flower_ops.services.search import SearchTexts, search_text
-from flower_ops.sources.flower_state import TaskIndex
+from flower_ops.monitor.services import search
+from flower_ops.monitor.services.search import SearchTexts, search_text
+from flower_ops.monitor.sources.flower_state import TaskIndex
 from tests.test_index import T0, feed, task_events
 
 

@@ -18,8 +18,8 @@ from sync_worker.backoff import Backoff
 from sync_worker.receiver import EventConsumer, WorkerLiveness
 from sync_worker.redis_events import decode_events
 from sync_worker.runner import SyncWorker
-from sync_worker.store import PgExecutionStore
-from sync_worker.transitions import Transition, fold
+from flower_ops.db.batch import PgExecutionStore
+from flower_ops.core.transitions import Transition, fold
 from tests.support.processes import CeleryWorker, wait_for
 from tests.test_sync_worker import client_app, start_in_process, wait_all
 

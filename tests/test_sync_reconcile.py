@@ -12,8 +12,8 @@ from celery import Celery
 
 from sync_worker.receiver import WorkerLiveness
 from sync_worker.reconcile import BackendReader, Reconciler
-from sync_worker.store import PgExecutionStore
-from sync_worker.transitions import Transition, fold
+from flower_ops.db.batch import PgExecutionStore
+from flower_ops.core.transitions import Transition, fold
 
 
 @pytest.fixture

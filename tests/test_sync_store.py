@@ -10,11 +10,12 @@ import psycopg
 import pytest
 
 from flower_ops.db.migrate import migrate
-from flower_ops.errors import InvalidQuery, Unavailable
-from flower_ops.models import TaskQuery
-from flower_ops.sources.history import PgHistory
-from sync_worker.store import PgExecutionStore
-from sync_worker.transitions import Transition, advances, fold
+from flower_ops.core.errors import InvalidQuery, Unavailable
+from flower_ops.core.query import TaskQuery
+from flower_ops.db.history import PgHistory
+from flower_ops.db.batch import PgExecutionStore
+from flower_ops.core.transitions import Transition, fold
+from flower_ops.core.lifecycle import advances
 
 T0 = 1_700_000_000.0
 
@@ -249,7 +250,7 @@ def test_history_reads_detail_and_lists_with_keyset_pagination_and_filters(
 
 
 def test_history_reports_unavailable_when_database_is_unreachable() -> None:
-    from flower_ops.embedded import free_port
+    from flower_ops.demo.embedded import free_port
 
     history = PgHistory(database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
                         timeout_seconds=1.0)

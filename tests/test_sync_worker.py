@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from celery import Celery
 
-from flower_ops.embedded import EmbeddedRedis
+from flower_ops.demo.embedded import EmbeddedRedis
 from sync_worker.config import SyncWorkerConfig
 from sync_worker.metrics import SyncMetrics
 from sync_worker.runner import SyncWorker

@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 
 import flower_ops
-from flower_ops.config import DEFAULT_REDIS_URL, EnvReader
+from flower_ops.core.env import DEFAULT_REDIS_URL, EnvReader
 
 _env = EnvReader()
 REDIS_URL = _env.url("REDIS_URL", schemes=("redis", "rediss", "unix"),

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Sequence
 
-from flower_ops.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, free_port
+from flower_ops.demo.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, free_port
 
 DEMO_APP = "flower_ops.demo.app"
 DEFAULT_PORT = 5555

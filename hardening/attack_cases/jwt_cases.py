@@ -9,7 +9,7 @@ import time
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from flower_ops.auth import LOCAL_KID
+from flower_ops.monitor.auth import LOCAL_KID
 
 from .base import (
     API,

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import requests
 
-from flower_ops.embedded import free_port
+from flower_ops.demo.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

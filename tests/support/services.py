@@ -17,7 +17,7 @@ from typing import Callable
 import psycopg
 import redis
 
-from flower_ops.embedded import EmbeddedPostgres, EmbeddedRedis, port_open
+from flower_ops.demo.embedded import EmbeddedPostgres, EmbeddedRedis, port_open
 
 MODE = os.environ.get("FLOWER_OPS_TEST_SERVICES", "auto").lower()
 if MODE not in {"auto", "machine", "embedded"}:

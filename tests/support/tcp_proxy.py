@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from flower_ops.embedded import free_port
+from flower_ops.demo.embedded import free_port
 
 
 class TcpProxy:

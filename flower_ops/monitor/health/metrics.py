@@ -1,0 +1,105 @@
+"""Prometheus metrics next to Flower's own ``/metrics``.
+
+One collector in ``prometheus_client``'s default registry (the one Flower's
+``/metrics`` serves), registered once per process. It computes the values at
+scrape time from the newest installed plugin's state: no bookkeeping per
+event, and nothing to unregister when a test builds another Flower app.
+Flower's handler scrapes on the IOLoop thread, which is where that state lives.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from flower_ops.monitor.health.alerts import KINDS, SEVERITIES
+
+if TYPE_CHECKING:
+    from flower_ops.monitor.health.monitor import HealthMonitor
+
+_lock = threading.Lock()
+_collector: HealthCollector | None = None
+
+
+class HealthCollector(Collector):
+    def __init__(self) -> None:
+        self._health: weakref.ref[HealthMonitor] | None = None
+
+    def attach(self, health: HealthMonitor) -> None:
+        self._health = weakref.ref(health)
+
+    def describe(self) -> Iterator[Any]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Any]:
+        health = self._health() if self._health is not None else None
+        families = self._families()
+        if health is not None:
+            self._fill(health, *families)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily("flower_ops_alerts_active", "Active Flower Ops alerts",
+                              labels=["kind", "severity"]),
+            GaugeMetricFamily("flower_ops_queue_messages",
+                              "Ready messages in the queue (priority sub-queues summed)",
+                              labels=["queue"]),
+            GaugeMetricFamily("flower_ops_queue_unacked",
+                              "Messages delivered to a worker and not yet acknowledged",
+                              labels=["queue"]),
+            GaugeMetricFamily("flower_ops_queue_consumers", "Consumers of the queue",
+                              labels=["queue"]),
+            GaugeMetricFamily("flower_ops_queue_oldest_message_age_seconds",
+                              "Age of the oldest waiting message", labels=["queue"]),
+            GaugeMetricFamily("flower_ops_worker_memory_bytes",
+                              "Worker memory: current RSS of the worker and its pool "
+                              "(kind=rss) or Celery's max RSS (kind=max_rss)",
+                              labels=["worker", "kind"]),
+            GaugeMetricFamily("flower_ops_tasks_per_minute",
+                              "Completed tasks per minute over a window", labels=["window"]),
+        )
+
+    def _fill(self, health: HealthMonitor, alerts: GaugeMetricFamily,
+              messages: GaugeMetricFamily, unacked: GaugeMetricFamily,
+              consumers: GaugeMetricFamily, oldest: GaugeMetricFamily,
+              memory: GaugeMetricFamily, throughput: GaugeMetricFamily) -> None:
+        counts = health.book.counts()
+        for kind in KINDS:
+            for severity in SEVERITIES:
+                alerts.add_metric([kind, severity], counts.get((kind, severity), 0))
+        ops = health.ops
+        snapshot = ops.queues.snapshot
+        if snapshot is not None:
+            for name, depth in sorted(snapshot.queues.items()):
+                messages.add_metric([name], depth.messages)
+                if depth.unacked is not None:
+                    unacked.add_metric([name], depth.unacked)
+                count = ops.queues.consumers_of(name)
+                if count is not None:
+                    consumers.add_metric([name], count)
+                if depth.oldest_message_age_seconds is not None:
+                    oldest.add_metric([name], depth.oldest_message_age_seconds)
+        for worker in ops.workers.list()["workers"]:
+            info = worker.get("memory") or {}
+            if info.get("rss_bytes") is not None:
+                memory.add_metric([worker["hostname"], info.get("kind") or "rss"],
+                                  info["rss_bytes"])
+        for window, value in ops.throughput.summary()["throughput_per_minute"].items():
+            throughput.add_metric([window], value)
+
+
+def install_collector(health: HealthMonitor) -> HealthCollector:
+    global _collector
+    with _lock:
+        if _collector is None:
+            _collector = HealthCollector()
+            REGISTRY.register(_collector)
+        _collector.attach(health)
+        return _collector

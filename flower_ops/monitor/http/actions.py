@@ -1,0 +1,156 @@
+"""HTTP for cancel and retry: parse, call ``TaskActionService``, write JSON."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flower_ops.core.errors import InvalidQuery
+from flower_ops.monitor.http.base import ApiHandler
+from flower_ops.monitor.http.params import check_task_id, parse_choice, parse_int, parse_task_query
+from flower_ops.core.lifecycle import TASK_STATES
+
+if TYPE_CHECKING:
+    from flower_ops.core.query import TaskQuery
+    from flower_ops.monitor.services.actions import TaskActionService
+
+BODY_KEYS = frozenset({"ids", "filter", "dry_run", "force", "limit"})
+FILTER_KEYS = frozenset({"state", "name", "worker", "queue", "search", "since", "until",
+                         "source", "order", "cursor"})
+
+
+@dataclass(frozen=True)
+class BulkRequest:
+    ids: list[str] | None
+    query: TaskQuery | None
+    limit: int
+    dry_run: bool
+    force: bool
+
+
+def _bool(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidQuery(f"{name} must be true or false", {"field": name})
+    return value
+
+
+def _filter_value(name: str, value: Any) -> str | None:
+    """A ``filter`` value as the ``GET /tasks`` parameter it stands for.
+
+    Strings everywhere; also numbers for ``since``/``until`` (epoch seconds)
+    and a list of states for ``state``; null is the same as absent.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if name in ("since", "until") and isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
+        return str(value)
+    if name == "state" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        unknown = sorted(set(value) - set(TASK_STATES))
+        if unknown:
+            raise InvalidQuery("unknown state", {"field": "filter.state", "unknown": unknown,
+                                                 "allowed": list(TASK_STATES)})
+        return ",".join(value)
+    expected = {"since": "a string or a number", "until": "a string or a number",
+                "state": "a string or a list of strings"}.get(name, "a string")
+    raise InvalidQuery(f"filter.{name} must be {expected}", {"field": f"filter.{name}"})
+
+
+def parse_bulk_request(body: dict[str, Any], *, max_tasks: int) -> BulkRequest:
+    unknown = sorted(set(body) - BODY_KEYS)
+    if unknown:
+        raise InvalidQuery("unknown field(s)", {"unknown": unknown, "allowed": sorted(BODY_KEYS)})
+    if ("ids" in body) == ("filter" in body):
+        raise InvalidQuery('give exactly one of "ids" or "filter"')
+    limit = body.get("limit", max_tasks)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= max_tasks:
+        raise InvalidQuery(f"limit must be an integer between 1 and {max_tasks}",
+                           {"field": "limit", "max_tasks": max_tasks})
+    dry_run, force = _bool(body, "dry_run"), _bool(body, "force")
+    if "ids" in body:
+        ids = body["ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InvalidQuery("ids must be a list of task ids", {"field": "ids"})
+        if not ids:
+            raise InvalidQuery("ids is empty", {"field": "ids"})
+        if len(ids) > max_tasks:
+            raise InvalidQuery(f"at most {max_tasks} tasks per call",
+                               {"field": "ids", "max_tasks": max_tasks, "given": len(ids)})
+        return BulkRequest(ids=[check_task_id(i) for i in ids], query=None, limit=limit,
+                           dry_run=dry_run, force=force)
+    raw = body["filter"]
+    if not isinstance(raw, dict):
+        raise InvalidQuery("filter must be an object with GET /tasks parameters",
+                           {"field": "filter"})
+    unknown = sorted(set(raw) - FILTER_KEYS)
+    if unknown:
+        raise InvalidQuery("unknown filter key(s)",
+                           {"unknown": unknown, "allowed": sorted(FILTER_KEYS)})
+    values = {name: _filter_value(name, value) for name, value in raw.items()}
+    query = parse_task_query(values.get)
+    return BulkRequest(ids=None, query=query, limit=limit, dry_run=dry_run, force=force)
+
+
+class ActionHandler(ApiHandler):
+    @property
+    def actions(self) -> TaskActionService:
+        return self.ops.actions  # type: ignore[attr-defined, no-any-return]
+
+
+class CancelHandler(ActionHandler):
+    async def post(self, task_id: str) -> None:
+        task_id = check_task_id(task_id)
+        self.write_json(await self.actions.cancel(task_id, subject=self.principal.subject))
+
+
+class RetryHandler(ActionHandler):
+    async def post(self, task_id: str) -> None:
+        task_id = check_task_id(task_id)
+        body = self.json_body()
+        unknown = sorted(set(body) - {"force"})
+        if unknown:
+            raise InvalidQuery("unknown field(s)", {"unknown": unknown, "allowed": ["force"]})
+        self.write_json(await self.actions.retry(task_id, subject=self.principal.subject,
+                                                 force=_bool(body, "force")))
+
+
+class BulkActionHandler(ActionHandler):
+    async def post(self, action: str) -> None:
+        request = parse_bulk_request(self.json_body(), max_tasks=self.actions.max_tasks)
+        cursor = None
+        ids = request.ids
+        if ids is None:
+            assert request.query is not None  # parse_bulk_request sets one of the two
+            ids, cursor = await self.actions.select(action, request.query,
+                                                    list_tasks=self.ops.tasks.list,
+                                                    limit=request.limit)
+        else:
+            ids = ids[:request.limit]
+        report = await self.actions.run(action, ids, subject=self.principal.subject,
+                                        dry_run=request.dry_run, force=request.force)
+        report.update(next=cursor, max_tasks=self.actions.max_tasks)
+        self.write_json(report)
+
+
+class AuditHandler(ActionHandler):
+    """``GET /audit``: who did what to which task, newest first (read scope)."""
+
+    async def get(self) -> None:
+        def text(name: str) -> str | None:
+            value = self.query(name)
+            if value is not None and (len(value) > 256 or "\x00" in value):
+                raise InvalidQuery(f"invalid {name}", {"parameter": name})
+            return value or None
+
+        limit = parse_int(self.query("limit"), "limit", 100,
+                          minimum=1, maximum=1000)
+        cursor = self.query("cursor")
+        before_id = parse_int(cursor, "cursor", 0, minimum=1, maximum=2**62) \
+            if cursor else None
+        action = parse_choice(self.query("action"), "action",
+                              ("cancel", "retry"))
+        self.write_json(await self.actions.audit_log(
+            task_id=text("task_id"), subject=text("subject"), action=action,
+            before_id=before_id, limit=limit))

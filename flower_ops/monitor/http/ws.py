@@ -1,0 +1,317 @@
+"""``/api/automation/monitoring/ws``: the live feed over a WebSocket.
+
+Authentication: an ``Authorization: Bearer`` header on the upgrade request
+(checked before upgrading: 401/403 as JSON), or a first message
+``{"type": "auth", "token": ...}`` within ``AUTH_TIMEOUT_SECONDS``. A token in
+the URL is never read. The socket closes (4001) when the token expires unless
+the client sends a fresh ``auth`` message first. The protocol is described in
+``docs/live-feed.md``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import tornado.websocket
+
+from flower_ops.monitor.http import openapi
+from flower_ops.monitor.auth import Principal, bearer_token
+from flower_ops.monitor.config import READ_SCOPE
+from flower_ops.core.errors import FlowerOpsError, Forbidden, InvalidQuery
+from flower_ops.monitor.live.feed import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, Subscriber, parse_filters, parse_limit
+
+if TYPE_CHECKING:
+    from flower_ops.monitor.live.feed import LiveFeed
+    from flower_ops.monitor.app import FlowerOps
+
+logger = logging.getLogger(__name__)
+
+PATH = "/api/automation/monitoring/ws"
+AUTH_TIMEOUT_SECONDS = 5.0
+MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
+
+
+_last_frame: tuple[bytes, bytes] | None = None
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed WebSocket text frame (RFC 6455 §5.2).
+
+    Server frames are never masked, so the bytes are the same for every
+    client: the feed builds a message's frame once and writes it to each
+    socket, instead of Tornado framing (and copying) it per client. The one
+    cached frame serves a fan-out loop, which sends one message to many
+    clients in a row.
+    """
+    global _last_frame
+    cached = _last_frame
+    if cached is not None and cached[0] is payload:
+        return cached[1]
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    frame = header + payload
+    _last_frame = (payload, frame)
+    return frame
+
+
+def _decode(message: str | bytes) -> tuple[dict[str, Any] | None, str]:
+    """A client message as an object with a string ``type``, or why it is not one."""
+    try:
+        body = json.loads(message)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the stack
+        return None, "message is not valid JSON"
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        return None, "message must be an object with a type"
+    return body, ""
+
+
+class LiveFeedHandler(tornado.websocket.WebSocketHandler):
+    ops: FlowerOps
+    feed: LiveFeed
+
+    def initialize(self, ops: FlowerOps) -> None:
+        self.ops = ops
+        self.feed = ops.live  # type: ignore[attr-defined]
+        self.principal: Principal | None = None
+        self.subscriber: Subscriber | None = None
+        self._auth_timeout: object | None = None
+        self._expiry: object | None = None
+        self._authenticating = False
+
+    # -- the upgrade -----------------------------------------------------------------
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        header = self.request.headers.get("Authorization")
+        upgrade = self.request.headers.get("Upgrade", "").lower() == "websocket"
+        origin = self.request.headers.get("Origin")
+        if upgrade and origin is not None and not self.check_origin(origin):
+            # Refused before the token is looked at, as JSON like every other
+            # refusal (Tornado's own check answers in plain text)
+            self._refuse(Forbidden("cross-origin WebSocket refused; allow the origin with "
+                                   "FLOWER_OPS_WS_ALLOWED_ORIGINS", {"origin": origin[:200]}))
+            return
+        # Only an upgrade may defer its token to the first message; a plain
+        # GET is an API request like the others (401/403 first, then 400)
+        if header is not None or not upgrade:
+            try:
+                self.principal = await self._verify(bearer_token(header))
+            except FlowerOpsError as exc:
+                self._refuse(exc)
+                return
+        if not upgrade:
+            self._refuse(InvalidQuery("this is a WebSocket endpoint: send an upgrade request "
+                                      "(Upgrade: websocket)"))
+            return
+        await super().get(*args, **kwargs)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Errors before the upgrade (e.g. 405 for another method) are JSON too
+        if status_code == 405:
+            self.set_header("Allow", "GET")
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": message, "detail": None}))
+
+    def _refuse(self, exc: FlowerOpsError) -> None:
+        self.set_status(exc.status)
+        if exc.status == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="flower-ops"')
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": exc.message, "detail": exc.detail}))
+
+    def check_origin(self, origin: str) -> bool:
+        allowed = self.ops.config.ws_allowed_origins
+        if "*" in allowed:
+            return True
+        if origin.rstrip("/").lower() in {o.rstrip("/").lower() for o in allowed}:
+            return True
+        return urlsplit(origin).netloc.lower() == self.request.host.lower()
+
+    @property
+    def max_message_size(self) -> int:
+        return MAX_CLIENT_MESSAGE_BYTES
+
+    def check_xsrf_cookie(self) -> None:
+        # No cookie authenticates this socket; check_origin guards browsers.
+        return None
+
+    # -- the connection ----------------------------------------------------------
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.set_nodelay(True)
+        self.subscriber = self.feed.subscriber(write=self._write_frame, close=self.close)
+        if self.principal is not None:
+            self._start(self.principal, resume_seq=self._query_resume())
+            return
+        self._auth_timeout = self.ops.io_loop.call_later(
+            AUTH_TIMEOUT_SECONDS, self._close, CLOSE_UNAUTHORIZED, "authentication timeout")
+
+    def get_compression_options(self) -> None:
+        # Frames are shared between clients (text_frame), so never deflated
+        return None
+
+    def _write_frame(self, payload: bytes) -> Any:
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            raise tornado.websocket.WebSocketClosedError()
+        return connection.stream.write(text_frame(payload))  # type: ignore[attr-defined, union-attr]
+
+    def _query_resume(self) -> int | None:
+        # Only the resume position is read from the URL; never a token.
+        raw = self.get_query_argument("resume", None)
+        try:
+            return int(raw) if raw not in (None, "") else None  # type: ignore[arg-type]
+        except ValueError:
+            return None
+
+    async def on_message(self, message: str | bytes) -> None:
+        sub = self.subscriber
+        if sub is None or sub.closed:
+            return
+        body, problem = _decode(message)
+        if self.principal is None and (body is None or body["type"] != "auth"):
+            # Before authentication nothing is answered: only a well-formed auth
+            # message is read, anything else ends the connection.
+            self._close(CLOSE_UNAUTHORIZED, "authenticate first")
+            return
+        if body is None:
+            self._error(problem)
+            return
+        kind = body["type"]
+        try:
+            if kind == "auth":
+                await self._on_auth(body)
+            elif kind == "subscribe":
+                self.feed.subscribe(sub, parse_filters(body.get("filters")),
+                                    parse_limit(body.get("limit")))
+            elif kind == "resume":
+                self._on_resume(body)
+            elif kind == "ping":
+                self.feed.send(sub, {"type": "pong", "time": time.time()})
+            else:
+                self._error(f"unknown message type {kind[:40]!r}")
+        except InvalidQuery as exc:
+            if self.principal is None:
+                self._close(CLOSE_UNAUTHORIZED, f"invalid auth message: {exc.message}"[:120])
+            else:
+                self._error(exc.message, exc.detail)
+
+    async def _on_auth(self, body: dict[str, Any]) -> None:
+        token = body.get("token")
+        if self._authenticating:
+            return
+        if not isinstance(token, str) or not token:
+            if self.principal is None:
+                self._close(CLOSE_UNAUTHORIZED, "auth message needs a token")
+            else:
+                self._error("auth message needs a token")
+            return
+        first = self.principal is None
+        filters = parse_filters(body.get("filters")) if first else None
+        limit = parse_limit(body.get("limit")) if first else None
+        resume = body.get("resume", body.get("seq"))
+        if resume is not None and (isinstance(resume, bool) or not isinstance(resume, int)):
+            raise InvalidQuery("resume must be an integer seq")
+        self._authenticating = True
+        try:
+            principal = await self._verify(token)
+        except FlowerOpsError as exc:
+            code = CLOSE_FORBIDDEN if isinstance(exc, Forbidden) else CLOSE_UNAUTHORIZED
+            self._close(code, exc.message)
+            return
+        finally:
+            self._authenticating = False
+        if self.subscriber is None or self.subscriber.closed:
+            return
+        if not first:
+            # A fresh token on a live socket extends it (the page refreshes its token)
+            self.principal = principal
+            self._schedule_expiry(principal)
+            self.feed.send(self.subscriber, {"type": "auth_ok", "expires_at":
+                                             principal.expires_at})
+            return
+        if filters is not None and limit is not None:
+            self.subscriber.filters = filters
+            self.subscriber.limit = limit
+        self._start(principal, resume_seq=resume)
+
+    def _on_resume(self, body: dict[str, Any]) -> None:
+        seq = body.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise InvalidQuery("resume needs an integer seq")
+        if self.subscriber is not None and not self.feed.replay(self.subscriber, seq):
+            self.feed.send_snapshot(self.subscriber, resync=True)
+
+    def _start(self, principal: Principal, *, resume_seq: int | None) -> None:
+        if self._auth_timeout is not None:
+            self.ops.io_loop.remove_timeout(self._auth_timeout)
+            self._auth_timeout = None
+        self.principal = principal
+        if not self._schedule_expiry(principal):
+            return
+        if self.subscriber is not None:
+            self.feed.attach(self.subscriber, resume_seq=resume_seq)
+
+    def _schedule_expiry(self, principal: Principal) -> bool:
+        if self._expiry is not None:
+            self.ops.io_loop.remove_timeout(self._expiry)
+        remaining = principal.expires_at - time.time()
+        if remaining <= 0:
+            self._close(CLOSE_UNAUTHORIZED, "token expired")
+            return False
+        self._expiry = self.ops.io_loop.call_later(remaining, self._close, CLOSE_UNAUTHORIZED,
+                                                   "token expired")
+        return True
+
+    async def _verify(self, token: str) -> Principal:
+        principal = await self.ops.verify_token(token)
+        principal.require(READ_SCOPE)
+        return principal
+
+    def _error(self, message: str, detail: Any = None) -> None:
+        if self.subscriber is not None:
+            self.feed.send(self.subscriber, {"type": "error", "error": message,
+                                             "detail": detail})
+
+    def _close(self, code: int, reason: str) -> None:
+        if self.subscriber is not None:
+            self.subscriber.closed = True
+            self.feed.detach(self.subscriber)
+        self.close(code, reason)
+
+    def on_close(self) -> None:
+        for handle in (self._auth_timeout, self._expiry):
+            if handle is not None:
+                self.ops.io_loop.remove_timeout(handle)
+        self._auth_timeout = self._expiry = None
+        if self.subscriber is not None:
+            self.subscriber.closed = True
+            self.feed.detach(self.subscriber)
+
+
+def register(ops: FlowerOps) -> None:
+    ops.extra_routes.append((f"{PATH}/?", LiveFeedHandler))
+    openapi.add_path("/ws", {"get": {
+        "summary": "Live feed (WebSocket upgrade); see docs/live-feed.md",
+        "description": "Authenticate with an Authorization: Bearer header or a first "
+                       "message {\"type\": \"auth\", \"token\": ...} within 5 s. Needs "
+                       "monitoring:read. Never pass the token in the URL.",
+        "parameters": [{"name": "resume", "in": "query", "required": False,
+                        "schema": {"type": "integer"},
+                        "description": "last seq received, to replay what was missed"}],
+        "responses": {"101": {"description": "Switching protocols"},
+                      **openapi.errors(400, 401, 403)},
+    }})
+
+
+__all__ = ["PATH", "LiveFeedHandler", "register"]

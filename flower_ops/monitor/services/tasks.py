@@ -1,0 +1,217 @@
+"""Task queries: listing and details, from Flower's memory or PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable
+
+from flower_ops.core.errors import InvalidQuery, NotConfigured, NotFound
+from flower_ops.core.lifecycle import FINAL_STATES, TIMESTAMP_FIELDS
+from flower_ops.core.query import TaskPage, TaskQuery
+from flower_ops.core.payload import decode_args
+from flower_ops.monitor.sources.flower_state import TaskIndex, task_queue, task_worker
+from flower_ops.monitor.services.search import SearchTexts
+
+if TYPE_CHECKING:
+    from flower_ops.db.history import PgHistory
+
+MEMORY_CURSOR = "m"
+DB_CURSOR = "d"
+
+
+_OUTCOME_FIELDS = ("state", "result", "exception", "traceback", "runtime", "succeeded",
+                   "failed", "revoked", "retries")
+
+
+def _decoded(value: Any) -> Any:
+    return decode_args(value)[0]
+
+
+def _history(task: Any) -> list[dict[str, Any]]:
+    """Transitions from the lifecycle timestamps Flower keeps (memory only)."""
+    names = {"sent": "PENDING", "received": "RECEIVED", "started": "STARTED",
+             "succeeded": "SUCCESS", "failed": "FAILURE", "retried": "RETRY",
+             "revoked": "REVOKED", "rejected": "REJECTED"}
+    steps = [{"state": state, "timestamp": getattr(task, field)}
+             for field, state in names.items() if getattr(task, field, None)]
+    # task-sent is emitted after publishing, so its clock may read later than
+    # task-received; it is still the first step
+    steps.sort(key=lambda step: (step["state"] != "PENDING", step["timestamp"]))
+    return steps
+
+
+def task_summary(task: Any) -> dict[str, Any]:
+    args, args_exact = decode_args(getattr(task, "args", None))
+    kwargs, _ = decode_args(getattr(task, "kwargs", None))
+    summary = {
+        "id": task.uuid,
+        "name": task.name,
+        "state": task.state,
+        "worker": task_worker(task),
+        "queue": task_queue(task),
+        "args": args,
+        "kwargs": kwargs,
+        "args_exact": args_exact,
+        "result": _decoded(getattr(task, "result", None)),
+        "exception": getattr(task, "exception", None),
+        "retries": getattr(task, "retries", None),
+        "runtime": getattr(task, "runtime", None),
+        "timestamp": getattr(task, "timestamp", None),
+    }
+    for field in TIMESTAMP_FIELDS:
+        summary[field] = getattr(task, field, None)
+    return summary
+
+
+def task_detail(task: Any) -> dict[str, Any]:
+    detail = task_summary(task)
+    detail.update(
+        traceback=getattr(task, "traceback", None),
+        routing_key=getattr(task, "routing_key", None),
+        exchange=getattr(task, "exchange", None),
+        eta=getattr(task, "eta", None),
+        expires=getattr(task, "expires", None),
+        rejected=getattr(task, "rejected", None),
+        client=getattr(task, "client", None),
+        parent_id=getattr(task, "parent_id", None),
+        root_id=getattr(task, "root_id", None),
+        children=sorted(child.uuid for child in getattr(task, "children", ()) if child),
+        history=_history(task),
+        retry_of=None,
+        retried_as=None,
+        source="memory",
+    )
+    return detail
+
+
+def encode_cursor(source: str, raw: str | None) -> str | None:
+    return f"{source}{raw}" if raw is not None else None
+
+
+def split_cursor(cursor: str | None) -> tuple[str | None, str | None]:
+    if not cursor:
+        return None, None
+    kind, raw = cursor[0], cursor[1:]
+    if kind not in (MEMORY_CURSOR, DB_CURSOR) or not raw:
+        raise InvalidQuery("invalid cursor", {"cursor": cursor})
+    return kind, raw
+
+
+SUMMARY_CACHE_SIZE = 20_000
+
+
+class SummaryCache:
+    """Serialized task summaries, dropped when the index reports a change.
+
+    Parsing args, kwargs and results is most of a listing's cost; pages are
+    read far more often than tasks change, so each summary is built once.
+    """
+
+    def __init__(self, *, max_entries: int = SUMMARY_CACHE_SIZE) -> None:
+        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._max_entries = max_entries
+
+    def invalidate(self, changed: set[str]) -> None:
+        entries = self._entries
+        if len(changed) < len(entries):
+            for uuid in changed:
+                entries.pop(uuid, None)
+        else:
+            for uuid in [u for u in entries if u in changed]:
+                del entries[uuid]
+
+    def get(self, uuid: str, task: Any) -> dict[str, Any]:
+        summary = self._entries.get(uuid)
+        if summary is None:
+            summary = task_summary(task)
+            self._entries[uuid] = summary
+            if len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        return summary
+
+
+class TaskQueryService:
+    """Answers task listings and details.
+
+    Memory (Flower's event state) answers by default. PostgreSQL answers for
+    ``source=db``, for cursors it issued, and for details of tasks Flower no
+    longer holds; its details are merged into memory details (history,
+    retry links) when both know a task.
+    """
+
+    def __init__(self, *, index: TaskIndex, history: "PgHistory | None",
+                 run_blocking: Callable[..., "asyncio.Future[Any]"]) -> None:
+        self.index = index
+        self.history = history
+        self._run_blocking = run_blocking
+        self.summaries = SummaryCache()
+        index.change_listeners.append(self.summaries.invalidate)
+        self.search_texts = SearchTexts(lambda: self.tasks)
+        index.change_listeners.append(self.search_texts.invalidate)
+
+    @property
+    def tasks(self) -> Any:
+        return self.index.state.tasks.data
+
+    def list_memory(self, query: TaskQuery) -> TaskPage:
+        kind, raw = split_cursor(query.cursor)
+        if kind == DB_CURSOR:
+            raise InvalidQuery("this cursor belongs to source=db", {"cursor": query.cursor})
+        self.index.sync()
+        candidates = self.search_texts.matching(query.search) if query.search else None
+        scoped = TaskQuery(**{**query.__dict__, "cursor": raw})
+        ids, total, next_raw = self.index.query(scoped, candidates=candidates)
+        tasks = self.tasks
+        summaries = self.summaries
+        return TaskPage(tasks=[summaries.get(uuid, tasks[uuid]) for uuid in ids], total=total,
+                        next=encode_cursor(MEMORY_CURSOR, next_raw), source="memory")
+
+    async def list(self, query: TaskQuery) -> TaskPage:
+        kind, raw = split_cursor(query.cursor)
+        use_db = query.source == "db" or kind == DB_CURSOR
+        if not use_db:
+            return self.list_memory(query)
+        history = self._require_history()
+        scoped = TaskQuery(**{**query.__dict__, "cursor": raw})
+        page: TaskPage = await self._run_blocking(history.list_tasks, scoped)
+        return TaskPage(tasks=page.tasks, total=page.total,
+                        next=encode_cursor(DB_CURSOR, page.next), source="db")
+
+    async def get(self, task_id: str) -> dict[str, Any]:
+        self.index.sync()
+        task = self.tasks.get(task_id)
+        stored: dict[str, Any] | None = None
+        if self.history is not None:
+            try:
+                stored = await self._run_blocking(self.history.get_task, task_id)
+            except NotFound:
+                stored = None
+            except Exception:  # noqa: BLE001 - memory still answers when the DB is down
+                if task is None:
+                    raise
+        if task is None and stored is None:
+            raise NotFound(f"unknown task {task_id}", {"task_id": task_id})
+        if task is None:
+            assert stored is not None
+            return stored
+        detail = task_detail(task)
+        if stored is not None:
+            detail["history"] = stored.get("history") or detail["history"]
+            for key in ("retry_of", "retried_as"):
+                detail[key] = stored.get(key)
+            if not detail["args_exact"] and stored.get("args_exact"):
+                detail.update(args=stored["args"], kwargs=stored["kwargs"], args_exact=True)
+            if detail["state"] not in FINAL_STATES and stored.get("state") in FINAL_STATES:
+                # The monitor missed the end (its event stream was down: a
+                # broker restart or cut); the sync worker's reconciliation
+                # against the result backend did not, and the database is right.
+                for key in _OUTCOME_FIELDS:
+                    if key in stored:
+                        detail[key] = stored[key]
+            detail["source"] = "memory+db"
+        return detail
+
+    def _require_history(self) -> "PgHistory":
+        if self.history is None:
+            raise NotConfigured("task history needs DATABASE_URL", {"setting": "DATABASE_URL"})
+        return self.history

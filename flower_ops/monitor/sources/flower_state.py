@@ -1,0 +1,370 @@
+"""Adapter over Flower's event state: change capture and secondary indexes.
+
+Flower's ``/api/tasks`` walks every task in memory for each request. We keep
+indexes instead, updated as events arrive:
+
+* Per event we only note the task id as *dirty* (a set add). Flower's own
+  per-event work is far larger, so the plugin's cost stays small.
+* ``TaskIndex.sync()`` folds dirty tasks into sorted indexes: all tasks, and
+  per state, task name, worker and queue. It runs before every query and on a
+  short timer, always on the IOLoop thread (Flower's threading rule), so a
+  query sees every event that has been applied to the state.
+
+Tasks are ordered by a sort key fixed when a task is first indexed: its first
+known timestamp in microseconds, with a sequence number in the low bits to
+keep keys unique. That gives "newest first", time-range filters and keyset
+cursors from one ordered structure.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Any, Callable, Iterable, Iterator
+
+from flower.events import EventsState
+from sortedcontainers import SortedList
+
+from flower_ops.core.errors import InvalidQuery
+from flower_ops.core.query import TaskQuery
+
+SEQ_BITS = 20
+SEQ_MASK = (1 << SEQ_BITS) - 1
+DIMENSIONS = ("state", "name", "worker", "queue")
+CANDIDATES = -1  # a constraint's position for an explicit set of task ids
+HEAP_TRIM_FRACTION = 64
+
+
+class ChangeListener:
+    """Receives the ids of tasks touched by events (and evicted ones)."""
+
+    def __init__(self) -> None:
+        self.dirty: set[str] = set()
+
+
+class IndexedEventsState(EventsState):
+    """Flower's ``EventsState`` that also records which tasks each event touched.
+
+    ``install()`` switches the running state object to this class, so every
+    path that feeds the state (Flower's receiver thread, a loaded persistent
+    state, tests calling ``state.event``) is seen.
+    """
+
+    _flower_ops_listeners: list[ChangeListener]
+
+    def event(self, event: dict[str, Any]) -> Any:
+        uuid = event.get("uuid")
+        if uuid is None:
+            return super().event(event)
+        heap = self._taskheap
+        if len(heap) >= self.max_tasks_in_memory * self.heap_multiplier:
+            # Celery's State keeps a time-ordered list of task events and, once
+            # full, drops its oldest entry with list.pop(0) on every event: a
+            # memmove of the whole list (~100 us at 100,000 tasks). Dropping
+            # the oldest 1/64 at once costs the same, once per that many events.
+            # Nothing in Flower or here reads that list (tasks_by_time).
+            del heap[:max(1, len(heap) // HEAP_TRIM_FRACTION)]
+        tasks = self.tasks
+        evicted = None
+        limit = tasks.limit
+        if limit and len(tasks) >= limit and uuid not in tasks.data:
+            # The LRU cache drops its oldest entry to make room for this one
+            evicted = next(iter(tasks.data), None)
+        result = super().event(event)
+        for listener in self._flower_ops_listeners:
+            listener.dirty.add(uuid)
+            if evicted is not None:
+                listener.dirty.add(evicted)
+        return result
+
+    def __reduce__(self) -> Any:
+        # Persist as Flower's own class: a saved state must load without us.
+        reduced = super().__reduce__()
+        return (EventsState, *reduced[1:])
+
+
+def attach(state: EventsState) -> IndexedEventsState:
+    if not isinstance(state, IndexedEventsState):
+        state.__class__ = IndexedEventsState
+    indexed: IndexedEventsState = state  # type: ignore[assignment]
+    if not hasattr(indexed, "_flower_ops_listeners"):
+        indexed._flower_ops_listeners = []
+    return indexed
+
+
+def task_worker(task: Any) -> str | None:
+    worker = getattr(task, "worker", None)
+    return getattr(worker, "hostname", None) if worker is not None else None
+
+
+def task_queue(task: Any) -> str | None:
+    # task-sent names the queue; without sent events the routing key is the
+    # queue name for Celery's default direct exchanges.
+    return getattr(task, "queue", None) or getattr(task, "routing_key", None) or None
+
+
+def task_first_timestamp(task: Any) -> float:
+    for name in ("sent", "received", "started", "timestamp"):
+        value = getattr(task, name, None)
+        if value:
+            return float(value)
+    return 0.0
+
+
+class TaskIndex:
+    """Sorted secondary indexes over a task mapping (Flower's LRU of tasks)."""
+
+    def __init__(self, state: EventsState) -> None:
+        self.state = attach(state)
+        self.listener = ChangeListener()
+        self.state._flower_ops_listeners.append(self.listener)
+        self._key_of: dict[str, int] = {}
+        self._uuid_of: dict[int, str] = {}
+        self._attrs: dict[str, tuple[str, str | None, str | None, str | None]] = {}
+        self._all: SortedList = SortedList()
+        self._buckets: dict[str, dict[str, SortedList]] = {d: {} for d in DIMENSIONS}
+        self._seq = itertools.count(1)
+        self.sync_count = 0
+        # Called as observer(uuid, old_state, task) when a task's state changes
+        self.observers: list[Callable[[str, str | None, Any], None]] = []
+        # Called with every synced batch of changed task ids (the live feed)
+        self.change_listeners: list[Callable[[set[str]], None]] = []
+        # Tasks already in the state (persistent mode) are indexed on first sync
+        self.listener.dirty.update(self.state.tasks.data.keys())
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def sync(self) -> set[str]:
+        """Fold every task touched since the last call into the indexes.
+
+        Returns the ids that changed (the live feed uses them).
+        """
+        dirty = self.listener.dirty
+        if not dirty:
+            return set()
+        self.listener.dirty = set()
+        tasks = self.state.tasks.data
+        for uuid in dirty:
+            task = tasks.get(uuid)
+            if task is None:
+                self._remove(uuid)
+            else:
+                self._upsert(uuid, task)
+        self.sync_count += 1
+        for listener in self.change_listeners:
+            listener(dirty)
+        return dirty
+
+    def _upsert(self, uuid: str, task: Any) -> None:
+        attrs = (task.state, task.name, task_worker(task), task_queue(task))
+        old = self._attrs.get(uuid)
+        if old == attrs:
+            return
+        key = self._key_of.get(uuid)
+        if key is None:
+            ts_us = int(task_first_timestamp(task) * 1_000_000)
+            key = (ts_us << SEQ_BITS) | (next(self._seq) & SEQ_MASK)
+            self._key_of[uuid] = key
+            self._uuid_of[key] = uuid
+            self._all.add(key)
+        for dim, old_value, new_value in zip(DIMENSIONS, old or (None,) * 4, attrs):
+            if old_value == new_value:
+                continue
+            if old_value is not None:
+                self._discard(dim, old_value, key)
+            if new_value is not None:
+                bucket = self._buckets[dim].get(new_value)
+                if bucket is None:
+                    bucket = self._buckets[dim][new_value] = SortedList()
+                bucket.add(key)
+        self._attrs[uuid] = attrs
+        if old is None or old[0] != attrs[0]:
+            for observer in self.observers:
+                observer(uuid, old[0] if old else None, task)
+
+    def _remove(self, uuid: str) -> None:
+        key = self._key_of.pop(uuid, None)
+        if key is None:
+            return
+        del self._uuid_of[key]
+        self._all.discard(key)
+        for dim, value in zip(DIMENSIONS, self._attrs.pop(uuid)):
+            if value is not None:
+                self._discard(dim, value, key)
+
+    def _discard(self, dim: str, value: str, key: int) -> None:
+        bucket = self._buckets[dim].get(value)
+        if bucket is not None:
+            bucket.discard(key)
+            if not bucket:
+                del self._buckets[dim][value]
+
+    # -- reads ---------------------------------------------------------------
+
+    def count_by(self, dim: str) -> dict[str, int]:
+        return {value: len(keys) for value, keys in self._buckets[dim].items()}
+
+    def values(self, dim: str) -> list[str]:
+        return sorted(self._buckets[dim])
+
+    def sort_key(self, uuid: str) -> int | None:
+        return self._key_of.get(uuid)
+
+    def query(self, query: TaskQuery, matches: Callable[[str], bool] | None = None, *,
+              candidates: set[str] | None = None) -> tuple[list[str], int, str | None]:
+        """Task ids for one page, the total matching, and the next cursor.
+
+        ``candidates`` (e.g. the ids a text search matched) restricts the
+        result like an indexed filter: walked in order when it is the
+        smallest, checked per task otherwise.
+        """
+        self.sync()
+        lo, hi = _key_bounds(query.since, query.until)
+        reverse = query.order != "asc"
+        after = _decode_cursor(query.cursor)
+        drivers, others = self._plan(query, candidates)
+        if drivers is None:
+            return [], 0, None
+
+        def in_page_range(keys: SortedList) -> Iterator[int]:
+            page_lo, page_hi = lo, hi
+            if after is not None:
+                if reverse:
+                    page_hi = min(page_hi, after)
+                else:
+                    page_lo = max(page_lo, after + 1)
+            return keys.irange(page_lo, page_hi, inclusive=(True, False), reverse=reverse)
+
+        iters = [in_page_range(keys) for keys in drivers]
+        ordered: Iterable[int] = (iters[0] if len(iters) == 1
+                                  else heapq.merge(*iters, reverse=reverse))
+        page: list[str] = []
+        last_key: int | None = None
+        has_more = False
+        for key in ordered:
+            uuid = self._uuid_of[key]
+            if not self._accepts(uuid, others, matches):
+                continue
+            if len(page) == query.limit:
+                has_more = True
+                break
+            page.append(uuid)
+            last_key = key
+        total = self._total(drivers, others, matches, lo, hi)
+        next_cursor = str(last_key) if has_more and last_key is not None else None
+        return page, total, next_cursor
+
+    def _plan(self, query: TaskQuery, candidates: set[str] | None = None,
+              ) -> tuple[list[SortedList] | None, list[tuple[int, Any]]]:
+        """Pick the most selective filter to walk; check the rest per task."""
+        constraints: list[tuple[int, list[SortedList], Any]] = []
+        if query.states:
+            buckets = [self._buckets["state"][s] for s in query.states
+                       if s in self._buckets["state"]]
+            constraints.append((0, buckets, frozenset(query.states)))
+        for position, dim in enumerate(DIMENSIONS[1:], start=1):
+            value = getattr(query, dim)
+            if value is not None:
+                bucket = self._buckets[dim].get(value)
+                constraints.append((position, [bucket] if bucket is not None else [], value))
+        if any(not buckets for _, buckets, _ in constraints) or candidates is not None and not candidates:
+            return None, []
+        constraints.sort(key=lambda c: sum(len(b) for b in c[1]))
+        walk = constraints[0][1] if constraints else [self._all]
+        others = [(pos, value) for pos, _, value in constraints[1:]]
+        if candidates is not None:
+            # Walking the candidates needs their keys sorted first: worth it
+            # only when they are clearly fewer than what the index would walk
+            if len(candidates) * 2 <= sum(len(keys) for keys in walk):
+                if constraints:
+                    others.insert(0, (constraints[0][0], constraints[0][2]))
+                key_of = self._key_of
+                walk = [SortedList(k for k in map(key_of.get, candidates) if k is not None)]
+            else:
+                others.append((CANDIDATES, candidates))
+        return walk, others
+
+    def _accepts(self, uuid: str, others: list[tuple[int, Any]],
+                 matches: Callable[[str], bool] | None) -> bool:
+        if others:
+            attrs = self._attrs[uuid]
+            for position, value in others:
+                if position == CANDIDATES:
+                    if uuid not in value:
+                        return False
+                    continue
+                actual = attrs[position]
+                if position == 0:
+                    if actual not in value:
+                        return False
+                elif actual != value:
+                    return False
+        return matches is None or matches(uuid)
+
+    def _total(self, drivers: list[SortedList], others: list[tuple[int, Any]],
+               matches: Callable[[str], bool] | None, lo: int, hi: int) -> int:
+        if not others and matches is None:
+            return sum(keys.bisect_left(hi) - keys.bisect_left(lo) for keys in drivers)
+        if matches is None and lo == 0 and hi == NO_UNTIL:
+            count = self._count_by_sets(drivers, others)
+            if count is not None:
+                return count
+        # Counting a conjunction walks the smallest index only, never all tasks
+        uuid_of = self._uuid_of
+        return sum(1 for keys in drivers
+                   for key in keys.irange(lo, hi, inclusive=(True, False))
+                   if self._accepts(uuid_of[key], others, matches))
+
+
+    def _count_by_sets(self, drivers: list[SortedList],
+                       others: list[tuple[int, Any]]) -> int | None:
+        """A conjunction's count by intersecting index buckets at C speed,
+        when that beats checking each task of the smallest one (~30x dearer
+        per task); None when it does not."""
+        walked = sum(len(keys) for keys in drivers)
+        buckets = []
+        rest = []
+        for position, value in others:
+            if position > 0:
+                bucket = self._buckets[DIMENSIONS[position]].get(value)
+                if bucket is None:
+                    return 0
+                buckets.append(bucket)
+            else:
+                rest.append((position, value))
+        if not buckets:
+            if len(rest) == 1 and rest[0][0] == CANDIDATES and drivers[0] is self._all:
+                return len(rest[0][1] & self._key_of.keys())  # a search alone
+            return None
+        if walked + sum(len(b) for b in buckets) > 30 * walked:
+            return None
+        keys: set[int] = set()
+        for driver in drivers:
+            keys.update(driver)
+        for bucket in buckets:
+            keys.intersection_update(bucket)
+        if rest:
+            uuid_of = self._uuid_of
+            return sum(1 for key in keys if self._accepts(uuid_of[key], rest, None))
+        return len(keys)
+
+
+NO_UNTIL = 1 << 80
+
+
+def _key_bounds(since: float | None, until: float | None) -> tuple[int, int]:
+    lo = int(since * 1_000_000) << SEQ_BITS if since is not None else 0
+    hi = int(until * 1_000_000) << SEQ_BITS if until is not None else NO_UNTIL
+    return lo, hi
+
+
+def _decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        value = int(cursor)
+    except ValueError:
+        raise InvalidQuery("invalid cursor", {"cursor": cursor}) from None
+    if value < 0 or value >= 1 << 80:
+        raise InvalidQuery("invalid cursor", {"cursor": cursor})
+    return value
