@@ -17,8 +17,11 @@ import pytest
 from celery import Celery
 from psycopg.types.json import Jsonb
 
-from flower_ops.monitor.services.actions import TaskActionService
 from flower_ops.db.actions import ActionStore
+from flower_ops.db.pool import Database
+from flower_ops.monitor.services.action_lookup import TaskLookup
+from flower_ops.monitor.services.actions import TaskActionService
+from flower_ops.monitor.services.celery_gateway import CeleryGateway
 from flower_ops.demo.embedded import free_port
 from flower_ops.core.errors import Unavailable
 from flower_ops.revocations import RevocationMarkers
@@ -36,11 +39,14 @@ def make_service(*, broker_url: str, backend_url: str, database_url: str,
     def run_blocking(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().run_in_executor(executor, partial(fn, *args))
 
+    store = ActionStore(Database(url=database_url, application_name="test-actions"))
     return TaskActionService(
-        capp=app, memory_lookup=lambda ids: {i: (memory or {})[i] for i in ids
-                                             if i in (memory or {})},
-        store=ActionStore(database_url=database_url), markers=RevocationMarkers(app),
-        run_blocking=run_blocking, broker_timeout_seconds=2.0)
+        lookup=TaskLookup(capp=app, store=store, run_blocking=run_blocking,
+                          memory_lookup=lambda ids: {i: (memory or {})[i] for i in ids
+                                                     if i in (memory or {})}),
+        gateway=CeleryGateway(capp=app, markers=RevocationMarkers(app),
+                              broker_timeout_seconds=2.0),
+        store=store, run_blocking=run_blocking)
 
 
 def insert_row(database_url: str, task_id: str, status: str) -> None:
@@ -69,7 +75,9 @@ def snapshot(database_url: str, task_id: str) -> dict[str, Any]:
 
 @pytest.fixture
 def migrated(database_url: str) -> Iterator[str]:
-    ActionStore(database_url=database_url).rows(["warm-up"])  # applies the migrations
+    database = Database(url=database_url, application_name="test-migrate")
+    ActionStore(database).rows(["warm-up"])  # applies the migrations
+    database.close()
     yield database_url
 
 
@@ -86,7 +94,7 @@ def test_broker_down_cancel_is_503_and_changes_nothing(redis_url: str, migrated:
     assert after["row"] == ("pending", None)
     assert after["history"] == []
     assert after["audit"] == ["error"]
-    assert task_id not in service.markers.recent()
+    assert task_id not in service.gateway.markers.recent()
 
 
 def test_broker_down_retry_is_503_and_creates_no_row(redis_url: str, migrated: str) -> None:
@@ -117,4 +125,4 @@ def test_database_down_cancel_is_503_and_revokes_nothing(redis_url: str) -> None
         asyncio.run(service.cancel(task_id, subject="op"))
 
     assert raised.value.status == 503
-    assert task_id not in service.markers.recent()
+    assert task_id not in service.gateway.markers.recent()

@@ -30,7 +30,7 @@ def stuck(subject: str, severity: str = WARNING) -> Finding:
 def test_a_persisting_condition_raises_one_alert_and_resolves_when_it_ends() -> None:
     book = AlertBook()
     events: list[tuple[str, str]] = []
-    book.listeners.append(lambda event, alert: events.append((event, alert["id"])))
+    book.bus.subscribe(lambda event, alert: events.append((event, alert["id"])))
 
     for now in (1.0, 2.0, 3.0):
         book.update([stuck("a")], kinds=KINDS, now=now)
@@ -52,7 +52,7 @@ def test_a_persisting_condition_raises_one_alert_and_resolves_when_it_ends() -> 
 def test_severity_change_updates_in_place_and_kinds_not_checked_stay_active() -> None:
     book = AlertBook()
     events: list[str] = []
-    book.listeners.append(lambda event, alert: events.append(event))
+    book.bus.subscribe(lambda event, alert: events.append(event))
     backlog = Finding(kind=QUEUE_BACKLOG, subject="q", severity=WARNING, since=1.0,
                       message="queue q backlog")
     book.update([backlog, stuck("a")], kinds=KINDS, now=1.0)
@@ -72,7 +72,8 @@ def test_a_failing_listener_does_not_stop_the_others() -> None:
     def broken(event: str, alert: dict[str, Any]) -> None:
         raise RuntimeError("listener bug")
 
-    book.listeners.extend([broken, lambda event, alert: seen.append(event)])
+    book.bus.subscribe(broken)
+    book.bus.subscribe(lambda event, alert: seen.append(event))
     book.update([stuck("a")], kinds=KINDS, now=1.0)
     assert seen == ["raised"]
 

@@ -34,7 +34,7 @@ def ops() -> Iterator[Any]:
                  io_loop=io_loop, **flower.urls.settings)
     plugin = flower_ops.install(app)
     yield plugin
-    plugin.executor.shutdown(wait=False)
+    plugin.blocking.shutdown()
     app.executor.shutdown(wait=False)
     io_loop.close(all_fds=True)
 
@@ -54,7 +54,7 @@ def _subscribe(feed: Any) -> list[bytes]:
 
 
 def test_snapshot_seq_follows_alerts_raised_while_it_was_built(ops: Any) -> None:
-    feed = ops.live
+    feed = ops.feed
     received = _subscribe(feed)
     sub = next(iter(feed.subscribers))
     # An observer that alerts on every indexed change, as task alerts do
@@ -76,7 +76,7 @@ def test_snapshot_seq_follows_alerts_raised_while_it_was_built(ops: Any) -> None
 
 
 def test_alert_changes_are_coalesced_per_alert_until_the_flush(ops: Any) -> None:
-    feed = ops.live
+    feed = ops.feed
     received = _subscribe(feed)
     feed.on_alert("raised", {"id": "a"})
     feed.on_alert("raised", {"id": "b"})
@@ -91,7 +91,7 @@ def test_alert_changes_are_coalesced_per_alert_until_the_flush(ops: Any) -> None
 def test_an_alert_burst_is_left_to_the_next_snapshot(ops: Any) -> None:
     from flower_ops.monitor.live.feed import ALERT_WRITES_PER_FLUSH
 
-    feed = ops.live
+    feed = ops.feed
     received = _subscribe(feed)
     others = [_subscribe(feed) for _ in range(9)]
     burst = ALERT_WRITES_PER_FLUSH // 10 + 1  # one write per alert per client

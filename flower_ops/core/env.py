@@ -38,12 +38,12 @@ class EnvReader:
         value = value.strip()
         return value or None
 
-    def str(self, name: str, default: str | None = None) -> str | None:
+    def text(self, name: str, default: str | None = None) -> str | None:
         value = self.raw(name)
         return default if value is None else value
 
     def url(self, name: str, *, schemes: tuple[str, ...], default: str | None = None) -> str | None:
-        value = self.str(name, default)
+        value = self.text(name, default)
         if value is None:
             return None
         parts = urlsplit(value)
@@ -52,7 +52,7 @@ class EnvReader:
                                     f"got {parts.scheme or 'none'!r}")
         return value
 
-    def int(self, name: str, default: int, *, minimum: int | None = None,
+    def integer(self, name: str, default: int, *, minimum: int | None = None,
             maximum: int | None = None) -> int:
         value = self.raw(name)
         if value is None:
@@ -64,7 +64,7 @@ class EnvReader:
         self._check_range(name, number, minimum, maximum)
         return number
 
-    def float(self, name: str, default: float, *, minimum: float | None = None,
+    def number(self, name: str, default: float, *, minimum: float | None = None,
               maximum: float | None = None) -> float:
         value = self.raw(name)
         if value is None:
@@ -78,7 +78,7 @@ class EnvReader:
         self._check_range(name, number, minimum, maximum)
         return number
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -89,7 +89,7 @@ class EnvReader:
             return False
         raise ConfigError(name, f"expected true or false, got {value!r}")
 
-    def list(self, name: str, default: tuple[str, ...] = (), *, sep: str = ",") -> tuple[str, ...]:
+    def items(self, name: str, default: tuple[str, ...] = (), *, sep: str = ",") -> tuple[str, ...]:
         value = self.raw(name)
         if value is None:
             return default

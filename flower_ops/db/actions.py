@@ -10,8 +10,6 @@ changes nothing.
 """
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +19,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from flower_ops.db.jsonsafe import clean_text, holds_nul, jsonb_dumps
-from flower_ops.db.migrate import migrate
+from flower_ops.db.pool import Database
+from flower_ops.db.schema import AUDIT, EXECUTIONS, HISTORY, STATUS_ADVANCES
 from flower_ops.core.errors import Unavailable
-from flower_ops.core.lifecycle import STATUS_TO_STATE
+from flower_ops.core.lifecycle import STATE_TO_STATUS, STATUS_TO_STATE
 
 
 @dataclass(frozen=True)
@@ -52,11 +51,11 @@ class AuditRecord:
     detail: dict[str, Any]
 
 
-_GUARD = ("automation.status_advances(j.status, j.status_at, j.worker_lost, "
+_GUARD = (f"{STATUS_ADVANCES}(j.status, j.status_at, j.worker_lost, "
           "'cancelled', EXCLUDED.status_at)")
 
 _CANCEL_SQL = f"""
-INSERT INTO automation.job_executions AS j (
+INSERT INTO {EXECUTIONS} AS j (
     execution_id, task_name, status, status_at, args, kwargs, args_exact, queue,
     routing_key, exchange, revoked_at, first_seen_at)
 VALUES (%(id)s, %(name)s, 'cancelled', to_timestamp(%(at)s), %(args)s, %(kwargs)s,
@@ -75,8 +74,8 @@ ON CONFLICT (execution_id) DO UPDATE SET
 RETURNING status
 """
 
-_RETRY_ROW_SQL = """
-INSERT INTO automation.job_executions AS j (
+_RETRY_ROW_SQL = f"""
+INSERT INTO {EXECUTIONS} AS j (
     execution_id, task_name, status, status_at, args, kwargs, args_exact, queue,
     routing_key, exchange, retry_of, sent_at, first_seen_at)
 VALUES (%(id)s, %(name)s, 'pending', to_timestamp(%(at)s), %(args)s, %(kwargs)s, %(exact)s,
@@ -87,8 +86,8 @@ ON CONFLICT (execution_id) DO UPDATE SET retry_of = COALESCE(j.retry_of, EXCLUDE
 
 # The original may be known to Flower's memory only (the sync worker has not
 # written it yet): create it then, with what we know; events merge into it.
-_LINK_SQL = """
-INSERT INTO automation.job_executions AS j (
+_LINK_SQL = f"""
+INSERT INTO {EXECUTIONS} AS j (
     execution_id, task_name, status, status_at, args, kwargs, args_exact, queue,
     routing_key, exchange, retried_as, first_seen_at)
 VALUES (%(id)s, %(name)s, %(status)s, to_timestamp(%(at)s), %(args)s, %(kwargs)s, %(exact)s,
@@ -96,15 +95,15 @@ VALUES (%(id)s, %(name)s, %(status)s, to_timestamp(%(at)s), %(args)s, %(kwargs)s
 ON CONFLICT (execution_id) DO UPDATE SET retried_as = EXCLUDED.retried_as
 """
 
-_HISTORY_SQL = """
-INSERT INTO automation.job_execution_history
+_HISTORY_SQL = f"""
+INSERT INTO {HISTORY}
     (execution_id, state, occurred_at, source, detail)
 VALUES (%s, %s, to_timestamp(%s), 'operator', %s)
 ON CONFLICT (execution_id, state, occurred_at) DO NOTHING
 """
 
-_AUDIT_SQL = """
-INSERT INTO automation.operator_audit (subject, action, execution_id, outcome, detail)
+_AUDIT_SQL = f"""
+INSERT INTO {AUDIT} (subject, action, execution_id, outcome, detail)
 VALUES (%s, %s, %s, %s, %s)
 """
 
@@ -153,7 +152,7 @@ class ActionTransaction:
         self.conn.execute(_RETRY_ROW_SQL, {**params, "id": new_id, "retry_of": original_id})
         self.conn.execute(_HISTORY_SQL, (new_id, "PENDING", at, _jsonb(
             {"operator": subject, "action": "retry", "retry_of": original_id})))
-        status = {"FAILURE": "failure", "REVOKED": "cancelled"}.get(original_state, "failure")
+        status = STATE_TO_STATUS.get(original_state, "failure")
         self.conn.execute(_LINK_SQL, {**params, "id": original_id, "status": status,
                                       "new_id": new_id})
 
@@ -166,81 +165,24 @@ class ActionTransaction:
 
 
 class ActionStore:
-    """A few PostgreSQL connections for the monitor's actions (blocking API:
-    call it through the plugin's executor). Connection failures surface as
-    ``Unavailable``; broken connections are dropped, the next call reconnects."""
+    """Reads and writes of operator actions, on the process's one pool
+    (blocking: call it through the monitor's executor). A database that cannot
+    be reached raises ``Unavailable``; so does one that refuses a write (the
+    action is then not done, and the answer says why)."""
 
-    def __init__(self, *, database_url: str, pool_max_size: int = 4,
-                 connect_timeout_seconds: float = 5.0,
-                 statement_timeout_seconds: float = 30.0) -> None:
-        self._url = database_url
-        self._connect_timeout = connect_timeout_seconds
-        self._statement_timeout_ms = int(statement_timeout_seconds * 1000)
-        self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue(pool_max_size)
-        self._migrated = False
-        self._lock = threading.Lock()
-
-    def _connect(self) -> psycopg.Connection:
-        try:
-            conn = psycopg.connect(
-                self._url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout)),
-                application_name="flower-ops-actions",
-                options=f"-c statement_timeout={self._statement_timeout_ms}")
-        except psycopg.Error as exc:
-            raise Unavailable("database unavailable", {"reason": str(exc)[:300]}) from exc
-        with self._lock:
-            migrated = self._migrated
-        if not migrated:
-            try:
-                migrate(conn)
-            except psycopg.Error as exc:
-                conn.close()
-                raise Unavailable("database unavailable", {"reason": str(exc)[:300]}) from exc
-            with self._lock:
-                self._migrated = True
-        return conn
-
-    def _checkout(self) -> psycopg.Connection:
-        """An idle connection that still answers, else a new one: an idle
-        connection the database dropped (restart, network cut) is found here,
-        not by the operator's action, which would answer 503."""
-        while True:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                return self._connect()
-            try:
-                conn.execute("")
-                return conn
-            except psycopg.Error:
-                conn.close()
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
-        conn = self._checkout()
-        healthy = True
-        try:
-            yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            healthy = False
-            raise Unavailable("database unavailable", {"reason": str(exc)[:300]}) from exc
-        except psycopg.Error as exc:
-            # e.g. a value PostgreSQL's jsonb refuses (NUL in a string):
-            # the action is not done, and says why
-            healthy = not conn.closed
-            raise Unavailable("database error", {"reason": str(exc)[:300]}) from exc
-        except BaseException:
-            healthy = not conn.closed and conn.info.transaction_status == \
-                psycopg.pq.TransactionStatus.IDLE
-            raise
-        finally:
-            if healthy and not conn.closed:
-                try:
-                    self._idle.put_nowait(conn)
-                except queue.Full:
-                    conn.close()
-            else:
-                conn.close()
+        with self._db.connection() as conn:
+            try:
+                yield conn
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise  # the pool's to report: "database unavailable"
+            except psycopg.Error as exc:
+                # e.g. a value PostgreSQL's jsonb refuses (NUL in a string)
+                raise Unavailable("database error", {"reason": str(exc)[:300]}) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[ActionTransaction]:
@@ -256,7 +198,7 @@ class ActionStore:
             cur = conn.execute(
                 "SELECT execution_id, task_name, status, args, kwargs, args_exact, queue, "
                 "routing_key, exchange, retry_of, retried_as "
-                "FROM automation.job_executions WHERE execution_id = ANY(%s)",
+                f"FROM {EXECUTIONS} WHERE execution_id = ANY(%s)",
                 (list(task_ids),))
             return {r[0]: StoredTask(id=r[0], name=r[1], state=STATUS_TO_STATE.get(r[2], "PENDING"),
                                      args=r[3], kwargs=r[4], args_exact=bool(r[5]), queue=r[6],
@@ -276,7 +218,7 @@ class ActionStore:
         with self._connection() as conn:
             cur = conn.execute(
                 "SELECT id, extract(epoch FROM occurred_at), subject, action, execution_id, "
-                "outcome, detail FROM automation.operator_audit "
+                f"outcome, detail FROM {AUDIT} "
                 "WHERE (%(task)s::text IS NULL OR execution_id = %(task)s) "
                 "AND (%(subject)s::text IS NULL OR subject = %(subject)s) "
                 "AND (%(action)s::text IS NULL OR action = %(action)s) "
@@ -287,10 +229,3 @@ class ActionStore:
             return [{"id": r[0], "timestamp": float(r[1]), "subject": r[2], "action": r[3],
                      "task_id": r[4], "outcome": r[5], "detail": r[6]}
                     for r in cur.fetchall()]
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return

@@ -1,8 +1,9 @@
 """The monitor's read side of the execution history in PostgreSQL.
 
-Blocking (psycopg + psycopg_pool): call it from an executor thread, never on
-the IOLoop. Rows become the API's task dicts here (``source: "db"``); nothing
-psycopg leaks out. The sync worker (``sync_worker/store.py``) writes.
+Blocking: call it from an executor thread, never on the IOLoop. Rows become
+the API's task dicts here (``source: "db"``); nothing psycopg leaks out. The
+sync worker writes them (``db/batch.py``), operator actions too
+(``db/actions.py``).
 """
 from __future__ import annotations
 
@@ -11,27 +12,15 @@ import json
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
 
-from flower_ops.db.migrate import migrate
-from flower_ops.core.errors import InvalidQuery, Unavailable
+from flower_ops.core.errors import InvalidQuery
+from flower_ops.db.pool import Database
+from flower_ops.db.schema import EXECUTION_COLUMNS, EXECUTIONS, HISTORY, TIME_COLUMNS
 from flower_ops.core.lifecycle import STATE_TO_STATUS, STATUS_TO_STATE
 from flower_ops.core.query import TaskPage, TaskQuery
 
 MAX_CHILDREN = 1000
-_TIMES = {"sent": "sent_at", "received": "received_at", "started": "started_at",
-          "succeeded": "succeeded_at", "failed": "failed_at", "retried": "retried_at",
-          "revoked": "revoked_at"}
-_COLUMNS = (
-    "execution_id, task_name, status, status_at, worker_lost, args, kwargs, args_exact, "
-    "result, error, traceback, worker, queue, routing_key, exchange, retries, retry_of, "
-    "retried_as, parent_id, root_id, eta, expires, runtime, first_seen_at, updated_at, "
-    + ", ".join(_TIMES.values())
-    + ", (extract(epoch FROM first_seen_at) * 1000000)::bigint AS first_seen_us"
-)
-
 
 def _epoch(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
@@ -81,70 +70,36 @@ def task_from_row(row: dict[str, Any]) -> dict[str, Any]:
         "updated": _epoch(row["updated_at"]),
         "source": "db",
     }
-    for name, column in _TIMES.items():
+    for name, column in TIME_COLUMNS.items():
         task[name] = _epoch(row[column])
     return task
 
 
 class PgHistory:
-    def __init__(self, *, database_url: str, pool_max_size: int = 4,
-                 timeout_seconds: float = 5.0) -> None:
-        self._url = database_url
-        self._max = pool_max_size
-        self._timeout = timeout_seconds
-        self._pool: ConnectionPool | None = None
+    """Task rows and their history, as the API shows them."""
 
-    def open(self) -> None:
-        """Create the pool and bring the schema up to date."""
-        if self._pool is not None:
-            return
-        # check: an idle connection the database dropped (restart, network
-        # cut) is found and replaced at checkout, so the first request after
-        # an outage does not get it and fail with 503
-        pool = ConnectionPool(self._url, min_size=1, max_size=self._max, open=False,
-                              timeout=self._timeout, name="flower-ops-history",
-                              check=ConnectionPool.check_connection,
-                              kwargs={"autocommit": True, "connect_timeout": 5,
-                                      "application_name": "flower-ops-monitor"})
-        try:
-            pool.open(wait=True, timeout=self._timeout)
-            with pool.connection() as conn:
-                migrate(conn)
-        except (psycopg.Error, PoolTimeout) as exc:
-            pool.close()
-            raise Unavailable("database unavailable", detail=str(exc)) from exc
-        self._pool = pool
-
-    def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
     def _query(self, sql: str, params: Any) -> list[dict[str, Any]]:
-        if self._pool is None:
-            self.open()
-        assert self._pool is not None
-        try:
-            with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(sql, params)
-                return cur.fetchall()
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            raise Unavailable("database unavailable", detail=str(exc)) from exc
+        with self._db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
 
     def get_task(self, task_id: str) -> dict[str, Any] | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM automation.job_executions "
+        rows = self._query(f"SELECT {EXECUTION_COLUMNS} FROM {EXECUTIONS} "
                            "WHERE execution_id = %s", (task_id,))
         if not rows:
             return None
         task = task_from_row(rows[0])
         history = self._query(
             "SELECT state, extract(epoch FROM occurred_at)::float8 AS ts, worker, source, "
-            "detail FROM automation.job_execution_history WHERE execution_id = %s "
+            f"detail FROM {HISTORY} WHERE execution_id = %s "
             "ORDER BY occurred_at, id", (task_id,))
         task["history"] = [{"state": h["state"], "timestamp": h["ts"], "worker": h["worker"],
                             "source": h["source"], **(h["detail"] or {})} for h in history]
         children = self._query(
-            "SELECT execution_id FROM automation.job_executions WHERE parent_id = %s "
+            f"SELECT execution_id FROM {EXECUTIONS} WHERE parent_id = %s "
             "ORDER BY first_seen_at LIMIT %s", (task_id, MAX_CHILDREN))
         task["children"] = [c["execution_id"] for c in children]
         return task
@@ -167,12 +122,12 @@ class PgHistory:
             keyset_params += [micros, task_id]
         direction = "DESC" if descending else "ASC"
         limit = max(1, min(int(query.limit), 1000))
-        sql = (f"SELECT {_COLUMNS} FROM automation.job_executions"
+        sql = (f"SELECT {EXECUTION_COLUMNS} FROM {EXECUTIONS}"
                f"{self._where(keyset_where)} ORDER BY first_seen_at {direction}, "
                f"execution_id {direction} LIMIT %s")
         rows = self._query(sql, [*keyset_params, limit + 1])
         total_rows = self._query(
-            f"SELECT count(*) AS n FROM automation.job_executions{self._where(where)}", params)
+            f"SELECT count(*) AS n FROM {EXECUTIONS}{self._where(where)}", params)
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = _encode_cursor(rows[-1]["first_seen_us"], rows[-1]["execution_id"]) \

@@ -1,212 +1,251 @@
-"""``install(flower_app)``: build our services once and register our routes."""
+"""The composition root: ``install(flower_app)`` builds every monitor service,
+in one fixed and visible order, into one typed container (``FlowerOps``),
+and registers the route table.
+
+Nothing else wires services together: each service gets its collaborators
+here, through its constructor; each handler gets only what it uses, through
+``initialize()`` (the kwargs of its route); each part of the HTTP surface
+returns its routes and OpenAPI paths (``HttpPart``). No service patches
+another, and nothing is registered in a module-global list.
+
+Threading: everything below runs on the IOLoop thread, except what goes
+through ``blocking`` (broker, inspect, PostgreSQL).
+"""
 from __future__ import annotations
 
-import asyncio
-import importlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from tornado.ioloop import PeriodicCallback
+from tornado.ioloop import IOLoop, PeriodicCallback
 
-from flower_ops.monitor.http import openapi
-from flower_ops.monitor.auth import Principal, TokenAuthority
-from flower_ops.core.env import ConfigError
+from flower_ops.db.actions import ActionStore
+from flower_ops.db.history import PgHistory
+from flower_ops.db.pool import Database
+from flower_ops.monitor.auth import RequestAuth, TokenAuthority
+from flower_ops.monitor.blocking import BlockingRunner
 from flower_ops.monitor.config import MonitorConfig
-from flower_ops.monitor.http import api
-from flower_ops.monitor.http.base import ApiNotFound
-from flower_ops.monitor.http.token import TokenHandler
-from flower_ops.monitor.services.queues import QueueService
+from flower_ops.monitor.health.bus import AlertBus
+from flower_ops.monitor.health.metrics import install_collector
+from flower_ops.monitor.health.monitor import HealthMonitor
+from flower_ops.monitor.health.probe import WorkerProbe
+from flower_ops.monitor.health.webhook import WebhookNotifier
+from flower_ops.monitor.http import actions as actions_http
+from flower_ops.monitor.http import alerts as alerts_http
+from flower_ops.monitor.http import api as api_http
+from flower_ops.monitor.http import dashboard as dashboard_http
+from flower_ops.monitor.http import openapi
+from flower_ops.monitor.http import ws as ws_http
+from flower_ops.monitor.http.base import API_BASE, ApiNotFound, HttpPart, Route
+from flower_ops.monitor.http.token import TokenPolicy
+from flower_ops.monitor.live.feed import FeedSettings, LiveFeed
+from flower_ops.monitor.live.snapshots import Snapshots
+from flower_ops.monitor.services.action_lookup import TaskLookup
+from flower_ops.monitor.services.actions import TaskActionService
+from flower_ops.monitor.services.capabilities import Capabilities
+from flower_ops.monitor.services.celery_gateway import CeleryGateway
+from flower_ops.monitor.services.queues import QueueService, WatchedQueues
 from flower_ops.monitor.services.stats import StatsService, ThroughputTracker
 from flower_ops.monitor.services.tasks import TaskQueryService
 from flower_ops.monitor.services.workers import WorkerService
 from flower_ops.monitor.sources.broker import queue_source_for
-from flower_ops.monitor.sources.flower_state import TaskIndex, task_queue
+from flower_ops.monitor.sources.task_index import TaskIndex
+from flower_ops.revocations import RevocationMarkers
 
 logger = logging.getLogger(__name__)
 
-API_BASE = "/api/automation/monitoring"
 INDEX_SYNC_MS = 100
 
 
+@dataclass(frozen=True, eq=False)
 class FlowerOps:
-    """Everything the plugin adds to one Flower application."""
+    """Everything the plugin adds to one Flower application, built once."""
 
-    def __init__(self, flower_app: Any, config: MonitorConfig) -> None:
-        self.flower = flower_app
-        self.config = config
-        self.io_loop = flower_app.io_loop
-        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="flower-ops")
-        self.authority = TokenAuthority(config.jwt)
-        state = flower_app.events.state
-        self.index = TaskIndex(state)
-        self.throughput = ThroughputTracker()
-        self.capabilities: dict[str, Any] = {"sent_events": False, "exact_args": False,
-                                             "instrumented_workers": False}
-        self.index.observers.extend([self.throughput.observe, self._observe_transition])
-        self.history = self._build_history()
-        self.workers = WorkerService(state=state, inspected=flower_app.inspector.workers)
-        capp = flower_app.capp
-        broker_url = _broker_url(capp)
-        self.queues = QueueService(
-            source=queue_source_for(broker_url, capp.conf.broker_transport_options or {}),
-            transport=broker_url.split("://", 1)[0],
-            queue_names=self._queue_names,
-            consumers=self.workers.consumers_by_queue,
-        )
-        self.tasks = TaskQueryService(index=self.index, history=self.history,
-                                      run_blocking=self.run_blocking)
-        self.alert_provider: Callable[[], list[dict[str, Any]] | Mapping[str, Any]] = \
-            lambda: []
-        self.stats = StatsService(
-            index=self.index, throughput=self.throughput, workers=self.workers.counts,
-            queues=self._queue_totals, alerts=lambda: self.alert_provider(),
-            capabilities=self._capabilities)
-        self._timers: list[PeriodicCallback] = []
-        self._queue_refresh_running = False
-        # Routes and start/stop hooks that extensions (actions, live feed,
-        # dashboard, alerts) add before the routes are registered
-        self.extra_routes: list[tuple[str, Any]] = []
-        self.on_start: list[Callable[[], None]] = []
-        self.on_stop: list[Callable[[], None]] = []
-
-    # -- wiring ------------------------------------------------------------------
-
-    def _build_history(self) -> Any:
-        if not self.config.database_url:
-            return None
-        try:
-            from flower_ops.db.history import PgHistory
-        except ImportError:
-            logger.warning("DATABASE_URL is set but the history reader is not available")
-            return None
-        history = PgHistory(database_url=self.config.database_url,
-                            pool_max_size=self.config.db_pool_max_size)
-        return history
-
-    def routes(self) -> list[tuple[str, Any, dict[str, Any]]]:
-        kwargs = {"ops": self}
-        table: list[tuple[str, Any]] = [
-            (f"{API_BASE}/stats/?", api.StatsHandler),
-            (f"{API_BASE}/tasks/?", api.TasksHandler),
-            (f"{API_BASE}/tasks/([^/]+)/?", api.TaskHandler),
-            (f"{API_BASE}/workers/?", api.WorkersHandler),
-            (f"{API_BASE}/queues/?", api.QueuesHandler),
-            (f"{API_BASE}/token/?", TokenHandler),
-            (f"{API_BASE}/openapi.json", api.OpenApiHandler),
-        ]
-        table.extend(self.extra_routes)
-        table.append((f"{API_BASE}(?:/.*)?", ApiNotFound))
-        return [(self.prefixed(path), handler, kwargs) for path, handler in table]
+    flower: Any
+    config: MonitorConfig
+    io_loop: IOLoop
+    blocking: BlockingRunner
+    authority: TokenAuthority
+    database: Database | None
+    index: TaskIndex
+    throughput: ThroughputTracker
+    capabilities: Capabilities
+    history: PgHistory | None
+    probe: WorkerProbe
+    workers: WorkerService
+    queues: QueueService
+    tasks: TaskQueryService
+    alerts: AlertBus
+    health: HealthMonitor
+    stats: StatsService
+    actions: TaskActionService
+    feed: LiveFeed
+    routes: list[Route] = field(default_factory=list)
+    _timers: list[PeriodicCallback] = field(default_factory=list)
 
     def prefixed(self, path: str) -> str:
-        prefix = (self.flower.options.url_prefix or "").strip("/")
-        return f"/{prefix}{path}" if prefix else path
+        return prefixed(self.flower, path)
 
     def start(self) -> None:
-        """Start the background timers; runs on the IOLoop thread."""
-        if self.history is not None:
-            self.io_loop.run_in_executor(self.executor, self._open_history)
+        """Start the background work; runs on the IOLoop thread."""
+        if self.database is not None:
+            self.blocking(_open_database, self.database)
         timers = [
-            (self.index.sync, INDEX_SYNC_MS),
-            (self._refresh_queues, self.config.queue_refresh_seconds * 1000),
-            (self._refresh_workers, self.config.inspect_interval_seconds * 1000),
+            (self.index.tick, INDEX_SYNC_MS),
+            (lambda: self.queues.refresh_in_background(self.blocking),
+             self.config.queue_refresh_seconds * 1000),
+            (lambda: _refresh_inspect(self.flower), self.config.inspect_interval_seconds * 1000),
         ]
         for callback, interval_ms in timers:
             timer = PeriodicCallback(callback, interval_ms, jitter=0.1)
             timer.start()
             self._timers.append(timer)
-        self._refresh_queues()
-        for hook in self.on_start:
-            hook()
+        self.queues.refresh_in_background(self.blocking)
+        self.feed.start()
+        self.health.start()
 
     def stop(self) -> None:
-        for hook in self.on_stop:
-            hook()
+        self.health.stop()
+        self.feed.stop()
         for timer in self._timers:
             timer.stop()
         self._timers.clear()
-        if self.history is not None:
-            self.history.close()
-        self.executor.shutdown(wait=False)
+        if self.database is not None:
+            self.database.close()
+        self.blocking.shutdown()
 
-    def _open_history(self) -> None:
-        try:
-            self.history.open()
-        except Exception:  # noqa: BLE001 - the API reports 503 until it works
-            logger.exception("could not open the PostgreSQL history (DATABASE_URL)")
 
-    # -- helpers used by services and handlers --------------------------------------
+def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
+    """Every service, in dependency order. Read top to bottom."""
+    io_loop: IOLoop = flower_app.io_loop
+    capp = flower_app.capp
+    options = flower_app.options
+    blocking = BlockingRunner(io_loop)
+    authority = TokenAuthority(config.jwt)
 
-    def run_blocking(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
-        return self.io_loop.run_in_executor(self.executor, partial(fn, *args))
+    # Sources: Flower's event state (indexed), PostgreSQL, the broker
+    index = TaskIndex(flower_app.events.state)
+    database = (Database(url=config.database_url, application_name="flower-ops-monitor",
+                         max_size=config.db_pool_max_size, statement_timeout_seconds=30.0)
+                if config.database_url else None)
+    history = PgHistory(database) if database is not None else None
+    broker_url = _broker_url(capp)
+    queue_source = queue_source_for(broker_url, capp.conf.broker_transport_options or {},
+                                    broker_api=getattr(options, "broker_api", None),
+                                    use_ssl=capp.conf.broker_use_ssl)
 
-    async def verify_token(self, token: str) -> Principal:
-        if self.authority.blocking:
-            return await self.run_blocking(self.authority.verify, token)  # type: ignore[no-any-return]
-        return self.authority.verify(token)
+    # Services over them
+    throughput = ThroughputTracker()
+    inspect_timeout_ms = getattr(options, "inspect_timeout", None) or 1000.0
+    probe = WorkerProbe(
+        capp=capp, run_blocking=blocking,
+        timeout_seconds=max(0.5, float(inspect_timeout_ms) / 1000.0),
+        has_live_workers=lambda: any(w.alive for w in list(index.state.workers.values())))
+    capabilities = Capabilities(history_configured=history is not None, probed=probe.replies)
+    workers = WorkerService(state=index.state, inspected=flower_app.inspector.workers,
+                            probed=probe.replies)
+    configured_queues = [capp.conf.task_default_queue or "celery", *config.extra_queues,
+                         *(q.name for q in (capp.conf.task_queues or ()) if getattr(q, "name", None))]
+    queues = QueueService(
+        source=queue_source, transport=broker_url.split("://", 1)[0],
+        queue_names=WatchedQueues(configured=configured_queues, consumed=workers.queue_names,
+                                  seen=lambda: index.values("queue")),
+        consumers=workers.consumers_by_queue)
+    tasks = TaskQueryService(index=index, history=history, run_blocking=blocking)
 
-    def openapi_document(self) -> dict[str, Any]:
-        return openapi.document(self.prefixed(API_BASE))
+    # Health: the alert bus first, so its subscribers and publisher can come in any order
+    alerts = AlertBus()
+    webhook = (WebhookNotifier(url=config.alert_webhook_url)
+               if config.alert_webhook_url else None)
+    purge = getattr(options, "purge_offline_workers", None)
+    health = HealthMonitor(
+        thresholds=config.alerts, bus=alerts, index=index, queues=queues, workers=workers,
+        throughput=throughput, probe=probe, webhook=webhook, io_loop=io_loop,
+        probe_interval_seconds=config.inspect_interval_seconds,
+        purge_offline_seconds=float(purge) if purge else None)
+    stats = StatsService(index=index, throughput=throughput, workers=workers.counts,
+                         queues=queues.totals, alerts=health.stats_alerts,
+                         capabilities=capabilities.summary)
 
-    def _observe_transition(self, uuid: str, old_state: str | None, task: Any) -> None:
-        caps = self.capabilities
-        if old_state is None:
-            if not caps["sent_events"] and getattr(task, "sent", None):
-                caps["sent_events"] = True
-            if not caps["exact_args"] and str(getattr(task, "args", "")).startswith("json:"):
-                caps["exact_args"] = True
-        if task.state == "RECEIVED" and old_state in (None, "PENDING"):
-            self.queues.note_dequeued(task_queue(task), getattr(task, "received", 0.0) or 0.0)
+    # Actions and the live feed
+    action_store = ActionStore(database) if database is not None else None
+    actions = TaskActionService(
+        lookup=TaskLookup(capp=capp, memory_lookup=index.lookup, store=action_store,
+                          run_blocking=blocking),
+        gateway=CeleryGateway(capp=capp, markers=RevocationMarkers(capp)),
+        store=action_store, run_blocking=blocking, max_tasks=config.bulk_max_tasks)
+    feed = LiveFeed(
+        settings=FeedSettings(
+            flush_seconds=config.ws_flush_seconds, snapshot_seconds=config.ws_snapshot_seconds,
+            replay_buffer_size=config.ws_replay_buffer_size,
+            client_queue_size=config.ws_client_queue_size,
+            client_buffer_bytes=config.ws_client_buffer_bytes),
+        index=index, tasks=tasks, io_loop=io_loop,
+        snapshots=Snapshots(tasks=tasks, stats=stats, workers=workers, queues=queues,
+                            io_loop=io_loop))
 
-    def _capabilities(self) -> dict[str, Any]:
-        caps = dict(self.capabilities)
-        missing = []
-        if not caps["sent_events"]:
-            missing.append("task-sent events (task_send_sent_event): PENDING tasks and queue "
-                           "names are unknown until a worker receives them")
-        if not caps["exact_args"]:
-            missing.append("exact arguments (flower_ops.instrument(app) in the publisher): "
-                           "args are Celery's truncated repr, retry needs the result backend")
-        caps["history"] = self.history is not None
-        caps["missing"] = missing
-        return caps
+    # Who hears what: index changes and alerts, in this order
+    for observer in (throughput.observe, capabilities.observe, queues.observe, health.observe,
+                     feed.on_transition):
+        index.observers.append(observer)
+    index.change_listeners.append(health.forget_missing)
+    index.change_listeners.append(feed.on_changes)
+    if webhook is not None:
+        alerts.subscribe(webhook.notify)
+    alerts.subscribe(feed.on_alert)
+    install_collector(health)
 
-    def _queue_names(self) -> set[str]:
-        capp = self.flower.capp
-        names = {capp.conf.task_default_queue or "celery"}
-        names.update(q.name for q in (capp.conf.task_queues or ()) if getattr(q, "name", None))
-        names.update(self.config.extra_queues)
-        names.update(self.workers.queue_names())
-        names.update(self.index.values("queue"))
-        return {n for n in names if n}
+    ops = FlowerOps(
+        flower=flower_app, config=config, io_loop=io_loop, blocking=blocking,
+        authority=authority, database=database, index=index, throughput=throughput,
+        capabilities=capabilities, history=history, probe=probe, workers=workers,
+        queues=queues, tasks=tasks, alerts=alerts, health=health, stats=stats,
+        actions=actions, feed=feed)
+    ops.routes.extend(route_table(ops))
+    return ops
 
-    def _queue_totals(self) -> dict[str, Any]:
-        snapshot = self.queues.snapshot
-        if snapshot is None:
-            return {"messages": None, "unacked": None, "queues": 0}
-        return {"messages": sum(q.messages for q in snapshot.queues.values()),
-                "unacked": snapshot.unacked_total, "queues": len(snapshot.queues)}
 
-    def _refresh_queues(self) -> None:
-        if self.queues.source is None or self._queue_refresh_running:
-            return
-        self._queue_refresh_running = True
-        future = self.io_loop.run_in_executor(self.executor, self.queues.refresh)
+def route_table(ops: FlowerOps) -> list[Route]:
+    """Every route, prefixed with ``--url_prefix``; the API's 404 last."""
+    config = ops.config
+    auth = RequestAuth(ops.authority, ops.blocking)
+    parts: list[HttpPart] = [
+        api_http.part(auth=auth, authority=ops.authority,
+                      policy=TokenPolicy(ttl_seconds=config.token_ttl_seconds,
+                                         scopes=config.token_scopes,
+                                         anonymous=config.anonymous_tokens),
+                      stats=ops.stats, tasks=ops.tasks, workers=ops.workers, queues=ops.queues),
+        actions_http.part(auth=auth, actions=ops.actions, tasks=ops.tasks),
+        alerts_http.part(auth=auth, health=ops.health),
+        ws_http.part(auth=auth, feed=ops.feed, allowed_origins=config.ws_allowed_origins),
+        dashboard_http.part(settings=ops.flower.settings, prefixed=ops.prefixed,
+                            snapshot_seconds=config.ws_snapshot_seconds),
+    ]
+    paths = {path: ops_ for part in parts for path, ops_ in part.openapi_paths.items()}
+    document = openapi.document(ops.prefixed(API_BASE), paths)
+    table: list[Route] = [route for part in parts for route in part.routes]
+    table.append((f"{API_BASE}/openapi.json", api_http.OpenApiHandler, {"document": document}))
+    table.append((f"{API_BASE}(?:/.*)?", ApiNotFound, {}))
+    return [(ops.prefixed(path), handler, kwargs) for path, handler, kwargs in table]
 
-        def done(fut: "asyncio.Future[Any]") -> None:
-            self._queue_refresh_running = False
-            if not fut.cancelled() and fut.exception() is None:
-                self.queues.apply(fut.result())
 
-        future.add_done_callback(lambda fut: self.io_loop.add_callback(done, fut))
+def prefixed(flower_app: Any, path: str) -> str:
+    prefix = (flower_app.options.url_prefix or "").strip("/")
+    return f"/{prefix}{path}" if prefix else path
 
-    def _refresh_workers(self) -> None:
-        try:
-            self.flower.update_workers()
-        except Exception:  # noqa: BLE001 - next tick retries; the API serves the cache
-            logger.exception("worker inspect refresh failed")
+
+def _open_database(database: Database) -> None:
+    try:
+        database.open()
+    except Exception:  # noqa: BLE001 - the API answers 503 until it works
+        logger.exception("could not open the PostgreSQL history (DATABASE_URL)")
+
+
+def _refresh_inspect(flower_app: Any) -> None:
+    try:
+        flower_app.update_workers()
+    except Exception:  # noqa: BLE001 - next tick retries; the API serves the cache
+        logger.exception("worker inspect refresh failed")
 
 
 def _broker_url(capp: Any) -> str:
@@ -221,26 +260,15 @@ def install(flower_app: Any, config: MonitorConfig | None = None) -> FlowerOps:
     """Register Flower Ops into a built ``flower.app.Flower``; returns the plugin.
 
     ``config`` defaults to ``MonitorConfig.from_env()``. Safe to call before or
-    after the IOLoop starts; timers begin once it runs.
+    after the IOLoop starts; timers begin once it runs. A second call returns
+    the first one's plugin.
     """
     existing = getattr(flower_app, "flower_ops", None)
-    if existing is not None:
-        return existing  # type: ignore[no-any-return]
-    if config is None:
-        config = MonitorConfig.from_env()
-    ops = FlowerOps(flower_app, config)
-    for module_name in EXTENSION_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        extend = getattr(module, "extend", None)
-        if extend is not None:
-            extend(ops)
-    flower_app.add_handlers(r".*$", ops.routes())
-    _cap_request_bodies(flower_app, config.max_request_bytes)
+    if isinstance(existing, FlowerOps):
+        return existing
+    ops = build(flower_app, config if config is not None else MonitorConfig.from_env())
+    flower_app.add_handlers(r".*$", ops.routes)
+    _cap_request_bodies(flower_app, ops.config.max_request_bytes)
     flower_app.flower_ops = ops
     ops.io_loop.add_callback(ops.start)
     return ops
@@ -265,15 +293,4 @@ def _cap_request_bodies(flower_app: Any, max_bytes: int) -> None:
     flower_app.start_request = capped_start_request
 
 
-# Each capability beyond the read API lives in its own module with an
-# ``extend(ops)`` that adds routes, services and hooks; install() stays the
-# one entry point.
-EXTENSION_MODULES = (
-    "flower_ops.actions",
-    "flower_ops.live",
-    "flower_ops.dashboard",
-    "flower_ops.health",
-)
-
-
-__all__ = ["ConfigError", "FlowerOps", "install"]
+__all__ = ["FlowerOps", "build", "install", "route_table"]

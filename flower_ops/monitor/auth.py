@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +177,22 @@ class TokenAuthority:
             token = jwt.encode(claims, self._local_secret, algorithm="HS256",
                                headers={"kid": LOCAL_KID})
         return token, float(expires_at)
+
+
+class RequestAuth:
+    """What a request handler needs to authenticate a bearer token: the
+    verification, off the IOLoop when it may block (a JWKS fetch)."""
+
+    def __init__(self, authority: TokenAuthority,
+                 run_blocking: Callable[..., Awaitable[Any]]) -> None:
+        self.authority = authority
+        self._run_blocking = run_blocking
+
+    async def verify(self, token: str) -> Principal:
+        if self.authority.blocking:
+            principal: Principal = await self._run_blocking(self.authority.verify, token)
+            return principal
+        return self.authority.verify(token)
 
 
 def bearer_token(authorization: str | None) -> str:

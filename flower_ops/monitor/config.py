@@ -85,46 +85,46 @@ class MonitorConfig:
             redis_url=env.url("REDIS_URL", schemes=("redis", "rediss", "unix", "amqp", "amqps",
                                                     "pyamqp", "memory"),
                               default=DEFAULT_REDIS_URL) or DEFAULT_REDIS_URL,
-            result_backend=env.str("CELERY_RESULT_BACKEND"),
+            result_backend=env.text("CELERY_RESULT_BACKEND"),
             database_url=env.url("DATABASE_URL", schemes=("postgres", "postgresql")),
             jwt=jwt_config_from_env(env),
-            token_ttl_seconds=env.int("FLOWER_OPS_TOKEN_TTL_SECONDS", 900, minimum=10,
+            token_ttl_seconds=env.integer("FLOWER_OPS_TOKEN_TTL_SECONDS", 900, minimum=10,
                                       maximum=86400),
             token_scopes=_scopes(env, "FLOWER_OPS_TOKEN_SCOPES", (READ_SCOPE, WRITE_SCOPE)),
-            anonymous_tokens=env.bool("FLOWER_OPS_ANONYMOUS_TOKENS", False),
-            inspect_interval_seconds=env.float("FLOWER_OPS_INSPECT_INTERVAL_SECONDS", 10.0,
+            anonymous_tokens=env.flag("FLOWER_OPS_ANONYMOUS_TOKENS", False),
+            inspect_interval_seconds=env.number("FLOWER_OPS_INSPECT_INTERVAL_SECONDS", 10.0,
                                                minimum=1.0, maximum=3600.0),
-            queue_refresh_seconds=env.float("FLOWER_OPS_QUEUE_REFRESH_SECONDS", 2.0,
+            queue_refresh_seconds=env.number("FLOWER_OPS_QUEUE_REFRESH_SECONDS", 2.0,
                                             minimum=0.2, maximum=3600.0),
-            extra_queues=env.list("FLOWER_OPS_QUEUES"),
-            ws_allowed_origins=env.list("FLOWER_OPS_WS_ALLOWED_ORIGINS"),
-            ws_snapshot_seconds=env.float("FLOWER_OPS_WS_SNAPSHOT_SECONDS", 2.0,
+            extra_queues=env.items("FLOWER_OPS_QUEUES"),
+            ws_allowed_origins=env.items("FLOWER_OPS_WS_ALLOWED_ORIGINS"),
+            ws_snapshot_seconds=env.number("FLOWER_OPS_WS_SNAPSHOT_SECONDS", 2.0,
                                           minimum=0.1, maximum=2.0),
-            ws_client_queue_size=env.int("FLOWER_OPS_WS_CLIENT_QUEUE_SIZE", 1000,
+            ws_client_queue_size=env.integer("FLOWER_OPS_WS_CLIENT_QUEUE_SIZE", 1000,
                                          minimum=10, maximum=1_000_000),
-            ws_replay_buffer_size=env.int("FLOWER_OPS_WS_REPLAY_BUFFER_SIZE", 10000,
+            ws_replay_buffer_size=env.integer("FLOWER_OPS_WS_REPLAY_BUFFER_SIZE", 10000,
                                           minimum=0, maximum=1_000_000),
-            ws_client_buffer_bytes=env.int("FLOWER_OPS_WS_CLIENT_BUFFER_BYTES", 8 * 1024 * 1024,
+            ws_client_buffer_bytes=env.integer("FLOWER_OPS_WS_CLIENT_BUFFER_BYTES", 8 * 1024 * 1024,
                                            minimum=4096, maximum=1 << 30),
-            ws_flush_seconds=env.float("FLOWER_OPS_WS_FLUSH_SECONDS", 0.2, minimum=0.01,
+            ws_flush_seconds=env.number("FLOWER_OPS_WS_FLUSH_SECONDS", 0.2, minimum=0.01,
                                        maximum=1.0),
-            bulk_max_tasks=env.int("FLOWER_OPS_BULK_MAX_TASKS", 1000, minimum=1,
+            bulk_max_tasks=env.integer("FLOWER_OPS_BULK_MAX_TASKS", 1000, minimum=1,
                                    maximum=100_000),
-            db_pool_max_size=env.int("FLOWER_OPS_DB_POOL_MAX_SIZE", 4, minimum=1, maximum=100),
-            max_request_bytes=env.int("FLOWER_OPS_MAX_REQUEST_BYTES", 10 * 1024 * 1024,
+            db_pool_max_size=env.integer("FLOWER_OPS_DB_POOL_MAX_SIZE", 4, minimum=1, maximum=100),
+            max_request_bytes=env.integer("FLOWER_OPS_MAX_REQUEST_BYTES", 10 * 1024 * 1024,
                                       minimum=1024 * 1024, maximum=1 << 30),
             alerts=AlertThresholds(
-                stuck_task_seconds=env.float("FLOWER_OPS_STUCK_TASK_SECONDS", 600.0,
+                stuck_task_seconds=env.number("FLOWER_OPS_STUCK_TASK_SECONDS", 600.0,
                                              minimum=1.0),
-                stuck_runtime_factor=env.float("FLOWER_OPS_STUCK_RUNTIME_FACTOR", 10.0,
+                stuck_runtime_factor=env.number("FLOWER_OPS_STUCK_RUNTIME_FACTOR", 10.0,
                                                minimum=1.0),
-                stuck_min_samples=env.int("FLOWER_OPS_STUCK_MIN_SAMPLES", 20, minimum=1),
-                stuck_min_seconds=env.float("FLOWER_OPS_STUCK_MIN_SECONDS", 30.0, minimum=0.0),
-                backlog_messages=env.int("FLOWER_OPS_BACKLOG_MESSAGES", 100, minimum=1),
-                backlog_seconds=env.float("FLOWER_OPS_BACKLOG_SECONDS", 60.0, minimum=0.0),
-                saturated_seconds=env.float("FLOWER_OPS_SATURATED_SECONDS", 120.0,
+                stuck_min_samples=env.integer("FLOWER_OPS_STUCK_MIN_SAMPLES", 20, minimum=1),
+                stuck_min_seconds=env.number("FLOWER_OPS_STUCK_MIN_SECONDS", 30.0, minimum=0.0),
+                backlog_messages=env.integer("FLOWER_OPS_BACKLOG_MESSAGES", 100, minimum=1),
+                backlog_seconds=env.number("FLOWER_OPS_BACKLOG_SECONDS", 60.0, minimum=0.0),
+                saturated_seconds=env.number("FLOWER_OPS_SATURATED_SECONDS", 120.0,
                                             minimum=1.0),
-                worker_offline_seconds=env.float("FLOWER_OPS_WORKER_OFFLINE_SECONDS", 0.0,
+                worker_offline_seconds=env.number("FLOWER_OPS_WORKER_OFFLINE_SECONDS", 0.0,
                                                  minimum=0.0),
             ),
             alert_webhook_url=env.url("FLOWER_OPS_ALERT_WEBHOOK_URL", schemes=("http", "https")),
@@ -132,7 +132,7 @@ class MonitorConfig:
 
 
 def _scopes(env: EnvReader, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    scopes = env.list(name, default, sep=" ")
+    scopes = env.items(name, default, sep=" ")
     known = {READ_SCOPE, WRITE_SCOPE}
     unknown = [s for s in scopes if s not in known]
     if unknown:
@@ -142,10 +142,10 @@ def _scopes(env: EnvReader, name: str, default: tuple[str, ...]) -> tuple[str, .
 
 
 def jwt_config_from_env(env: EnvReader) -> JwtConfig:
-    secret = env.str("JWT_SECRET")
+    secret = env.text("JWT_SECRET")
     public_key = _pem_or_file(env, "JWT_PUBLIC_KEY")
     jwks_url = env.url("JWT_JWKS_URL", schemes=("http", "https"))
-    algorithms = env.list("JWT_ALGORITHMS", ("HS256",))
+    algorithms = env.items("JWT_ALGORITHMS", ("HS256",))
     if not algorithms:
         raise ConfigError("JWT_ALGORITHMS", "must name at least one algorithm")
     bad = [a for a in algorithms if a not in HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS]
@@ -179,17 +179,17 @@ def jwt_config_from_env(env: EnvReader) -> JwtConfig:
         public_key=public_key,
         jwks_url=jwks_url,
         algorithms=algorithms,
-        audience=env.str("JWT_AUDIENCE"),
-        issuer=env.str("JWT_ISSUER"),
-        leeway_seconds=env.float("FLOWER_OPS_JWT_LEEWAY_SECONDS", 0.0, minimum=0.0,
+        audience=env.text("JWT_AUDIENCE"),
+        issuer=env.text("JWT_ISSUER"),
+        leeway_seconds=env.number("FLOWER_OPS_JWT_LEEWAY_SECONDS", 0.0, minimum=0.0,
                                  maximum=300.0),
-        jwks_refresh_cooldown_seconds=env.float("FLOWER_OPS_JWKS_REFRESH_COOLDOWN_SECONDS", 30.0,
+        jwks_refresh_cooldown_seconds=env.number("FLOWER_OPS_JWKS_REFRESH_COOLDOWN_SECONDS", 30.0,
                                                 minimum=0.0, maximum=3600.0),
     )
 
 
 def _pem_or_file(env: EnvReader, name: str) -> str | None:
-    value = env.str(name)
+    value = env.text(name)
     if value is None:
         return None
     if "-----BEGIN" in value:

@@ -18,8 +18,10 @@
   var CHART_POINTS = 90;
   var BACKOFF_MIN_MS = 500;
   var BACKOFF_MAX_MS = 10000;
-  var CANCELLABLE = { PENDING: 1, RECEIVED: 1, STARTED: 1 };
-  var RETRYABLE = { FAILURE: 1, REVOKED: 1 };
+  // The lifecycle comes from the server (flower_ops/core/lifecycle.py), not typed again here
+  var LIFECYCLE = JSON.parse(root.getAttribute("data-lifecycle"));
+  var CANCELLABLE = toSet(LIFECYCLE.cancellable);
+  var RETRYABLE = toSet(LIFECYCLE.retryable);
   var BADGES = {
     SUCCESS: "text-bg-success", FAILURE: "text-bg-danger", STARTED: "fo-state-started",
     RECEIVED: "fo-state-received", RETRY: "fo-state-retry", REVOKED: "text-bg-dark",
@@ -32,6 +34,12 @@
     tasks: new Map(), rows: new Map(), filters: {}, renderQueued: false,
     throughput: [], failures: [], lastFailed: null, names: new Set()
   };
+
+  function toSet(names) {
+    var set = {};
+    names.forEach(function (name) { set[name] = 1; });
+    return set;
+  }
 
   // -- small DOM helpers (text only) -------------------------------------------
 

@@ -15,9 +15,9 @@ id)``. Two ways in:
 Active alerts are kept in display order (most severe, then oldest) as they
 change, so the top of the list and the counts never need a sort or a scan.
 
-Listeners (``AlertBook.listeners``, exposed as ``ops.alert_listeners``) are
-called on the IOLoop thread as ``listener(event, alert_dict)`` with event
-``"raised"``, ``"updated"`` or ``"resolved"``.
+Every change is published on the ``AlertBus`` (``bus.py``) as
+``(event, alert_dict)`` with event ``"raised"``, ``"updated"`` or
+``"resolved"``, on the IOLoop thread.
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sortedcontainers import SortedList
+
+from flower_ops.monitor.health.bus import AlertBus
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ WARNING = "warning"
 CRITICAL = "critical"
 SEVERITIES = (WARNING, CRITICAL)
 
-AlertListener = Callable[[str, dict[str, Any]], None]
 AlertKey = tuple[str, str]
 
 
@@ -170,11 +171,11 @@ class AlertLog:
 class AlertBook:
     """Active alerts and the recently resolved ones. IOLoop thread only."""
 
-    def __init__(self, *, resolved_history: int = 200) -> None:
+    def __init__(self, *, bus: AlertBus | None = None, resolved_history: int = 200) -> None:
         self.log = AlertLog()
         self.active: dict[AlertKey, Alert] = {}
         self.resolved: deque[Alert] = deque(maxlen=resolved_history)
-        self.listeners: list[AlertListener] = []
+        self.bus = bus if bus is not None else AlertBus()
         self._ids = itertools.count(1)
         self.raised_total = 0
         # Bumped on every change to the active alerts (raise, update, resolve)
@@ -283,14 +284,8 @@ class AlertBook:
         self.version += 1
 
     def _notify(self, event: str, alert: Alert, now: float) -> None:
-        if not self.listeners:
-            return
-        payload = alert.as_dict(now)
-        for listener in list(self.listeners):
-            try:
-                listener(event, payload)
-            except Exception:
-                logger.exception("alert listener %r failed", listener)
+        if not self.bus.idle:
+            self.bus.publish(event, alert.as_dict(now))
 
     # -- reads -------------------------------------------------------------------------
 

@@ -74,24 +74,23 @@ class HealthCollector(Collector):
         for kind in KINDS:
             for severity in SEVERITIES:
                 alerts.add_metric([kind, severity], counts.get((kind, severity), 0))
-        ops = health.ops
-        snapshot = ops.queues.snapshot
+        snapshot = health.queues.snapshot
         if snapshot is not None:
             for name, depth in sorted(snapshot.queues.items()):
                 messages.add_metric([name], depth.messages)
                 if depth.unacked is not None:
                     unacked.add_metric([name], depth.unacked)
-                count = ops.queues.consumers_of(name)
+                count = health.queues.consumers_of(name)
                 if count is not None:
                     consumers.add_metric([name], count)
                 if depth.oldest_message_age_seconds is not None:
                     oldest.add_metric([name], depth.oldest_message_age_seconds)
-        for worker in ops.workers.list()["workers"]:
+        for worker in health.workers.list()["workers"]:
             info = worker.get("memory") or {}
             if info.get("rss_bytes") is not None:
                 memory.add_metric([worker["hostname"], info.get("kind") or "rss"],
                                   info["rss_bytes"])
-        for window, value in ops.throughput.summary()["throughput_per_minute"].items():
+        for window, value in health.throughput.summary()["throughput_per_minute"].items():
             throughput.add_metric([window], value)
 
 

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tornado.ioloop import PeriodicCallback
+from tornado.ioloop import IOLoop, PeriodicCallback
 
+from flower_ops.monitor.config import AlertThresholds
 from flower_ops.monitor.health.alerts import AlertBook
+from flower_ops.monitor.health.bus import AlertBus
 from flower_ops.monitor.health.probe import WorkerProbe
 from flower_ops.monitor.health.rules import EVALUATED_KINDS, HealthRules
 from flower_ops.monitor.health.task_alerts import StartedTasks, TaskAlerts
 from flower_ops.monitor.health.webhook import WebhookNotifier
-
-if TYPE_CHECKING:
-    from flower_ops.monitor.app import FlowerOps
+from flower_ops.monitor.services.queues import QueueService
+from flower_ops.monitor.services.stats import ThroughputTracker
+from flower_ops.monitor.services.workers import WorkerService
+from flower_ops.monitor.sources.task_index import TaskIndex
 
 logger = logging.getLogger(__name__)
 
@@ -30,42 +33,54 @@ STATS_ALERTS = 100
 
 
 class HealthMonitor:
-    def __init__(self, ops: FlowerOps) -> None:
-        self.ops = ops
-        config = ops.config
-        options = ops.flower.options
-        state = ops.index.state
-        self.book = AlertBook()
+    """The alert rules over the task index, the workers and the queues.
+
+    Built by the composition root with what it reads; publishes every alert
+    change on ``bus`` (through its ``AlertBook``).
+    """
+
+    def __init__(self, *, thresholds: AlertThresholds, bus: AlertBus, index: TaskIndex,
+                 queues: QueueService, workers: WorkerService, throughput: ThroughputTracker,
+                 probe: WorkerProbe, webhook: WebhookNotifier | None,
+                 io_loop: IOLoop, probe_interval_seconds: float,
+                 purge_offline_seconds: float | None = None) -> None:
+        self.thresholds = thresholds
+        self.index = index
+        self.queues = queues
+        self.workers = workers
+        self.throughput = throughput
+        self.probe = probe
+        self.webhook = webhook
+        self.io_loop = io_loop
+        self.probe_interval_seconds = probe_interval_seconds
+        self.book = AlertBook(bus=bus)
         self.started = StartedTasks()
-        inspect_timeout_ms = getattr(options, "inspect_timeout", None) or 1000.0
-        self.probe = WorkerProbe(
-            capp=ops.flower.capp, run_blocking=ops.run_blocking,
-            timeout_seconds=max(0.5, float(inspect_timeout_ms) / 1000.0),
-            has_live_workers=lambda: any(w.alive for w in list(state.workers.values())))
-        ops.workers.probed = self.probe.replies
-        purge = getattr(options, "purge_offline_workers", None)
         self.rules = HealthRules(
-            state=state, thresholds=config.alerts, queues=ops.queues, workers=ops.workers,
-            purge_offline_seconds=float(purge) if purge else None)
+            state=index.state, thresholds=thresholds, queues=queues, workers=workers,
+            purge_offline_seconds=purge_offline_seconds)
         self.task_alerts = TaskAlerts(
-            started=self.started, book=self.book, thresholds=config.alerts,
-            typical_runtime=ops.throughput.typical_runtime)
-        self.webhook: WebhookNotifier | None = None
-        if config.alert_webhook_url:
-            self.webhook = WebhookNotifier(url=config.alert_webhook_url)
-            self.book.listeners.append(self.webhook.notify)
+            started=self.started, book=self.book, thresholds=thresholds,
+            typical_runtime=throughput.typical_runtime)
         self._timers: list[PeriodicCallback] = []
+
+    def observe(self, uuid: str, old_state: str | None, task: Any) -> None:
+        """Index observer: a task changed state."""
+        self.started.observe(uuid, old_state, task)
+
+    def forget_missing(self, changed: set[str]) -> None:
+        """Index change listener: tasks Flower evicted are no longer running."""
+        self.started.forget_missing(changed, self.index.state.tasks.data)
 
     def start(self) -> None:
         intervals = [(self.evaluate, EVALUATE_INTERVAL_SECONDS),
-                     (self.probe.tick, self.ops.config.inspect_interval_seconds)]
+                     (self.probe.tick, self.probe_interval_seconds)]
         for callback, seconds in intervals:
             timer = PeriodicCallback(callback, seconds * 1000, jitter=0.1)
             timer.start()
             self._timers.append(timer)
         self.probe.tick()
         if self.webhook is not None:
-            self.ops.io_loop.spawn_callback(self.webhook.run)
+            self.io_loop.spawn_callback(self.webhook.run)
 
     def stop(self) -> None:
         for timer in self._timers:
@@ -77,7 +92,7 @@ class HealthMonitor:
     def evaluate(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         try:
-            self.ops.index.sync()
+            self.index.sync()
             findings = [*self.rules.worker_findings(now), *self.rules.queue_findings(now)]
             self.task_alerts.evaluate(now, self.rules.offline_workers)
         except Exception:
@@ -103,7 +118,7 @@ class HealthMonitor:
             "alerts_by_kind": counts["by_kind"],
             "alerts_by_severity": counts["by_severity"],
             "resolved": self.book.resolved_list(kind=kind),
-            "thresholds": vars(self.ops.config.alerts).copy(),
+            "thresholds": vars(self.thresholds).copy(),
             "webhook": (None if self.webhook is None else {
                 "delivered": self.webhook.delivered, "dropped": self.webhook.dropped,
                 "failed_attempts": self.webhook.failed_attempts}),

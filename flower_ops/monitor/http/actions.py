@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flower_ops.core.errors import InvalidQuery
-from flower_ops.monitor.http.base import ApiHandler
-from flower_ops.monitor.http.params import check_task_id, parse_choice, parse_int, parse_task_query
 from flower_ops.core.lifecycle import TASK_STATES
-
-if TYPE_CHECKING:
-    from flower_ops.core.query import TaskQuery
-    from flower_ops.monitor.services.actions import TaskActionService
+from flower_ops.core.query import TaskQuery
+from flower_ops.monitor.auth import RequestAuth
+from flower_ops.monitor.http.actions_openapi import openapi_paths
+from flower_ops.monitor.http.base import API_BASE, ApiHandler, HttpPart
+from flower_ops.monitor.http.params import (
+    check_task_id,
+    parse_choice,
+    parse_int,
+    parse_task_query,
+)
+from flower_ops.monitor.services.actions import TaskActionService
+from flower_ops.monitor.services.tasks import TaskQueryService
 
 BODY_KEYS = frozenset({"ids", "filter", "dry_run", "force", "limit"})
 FILTER_KEYS = frozenset({"state", "name", "worker", "queue", "search", "since", "until",
@@ -94,9 +100,10 @@ def parse_bulk_request(body: dict[str, Any], *, max_tasks: int) -> BulkRequest:
 
 
 class ActionHandler(ApiHandler):
-    @property
-    def actions(self) -> TaskActionService:
-        return self.ops.actions  # type: ignore[attr-defined, no-any-return]
+    def initialize(self, *, auth: RequestAuth,  # type: ignore[override]
+                   actions: TaskActionService) -> None:
+        super().initialize(auth=auth)
+        self.actions = actions
 
 
 class CancelHandler(ActionHandler):
@@ -117,6 +124,11 @@ class RetryHandler(ActionHandler):
 
 
 class BulkActionHandler(ActionHandler):
+    def initialize(self, *, auth: RequestAuth,  # type: ignore[override]
+                   actions: TaskActionService, tasks: TaskQueryService) -> None:
+        super().initialize(auth=auth, actions=actions)
+        self.tasks = tasks
+
     async def post(self, action: str) -> None:
         request = parse_bulk_request(self.json_body(), max_tasks=self.actions.max_tasks)
         cursor = None
@@ -124,7 +136,7 @@ class BulkActionHandler(ActionHandler):
         if ids is None:
             assert request.query is not None  # parse_bulk_request sets one of the two
             ids, cursor = await self.actions.select(action, request.query,
-                                                    list_tasks=self.ops.tasks.list,
+                                                    list_tasks=self.tasks.list,
                                                     limit=request.limit)
         else:
             ids = ids[:request.limit]
@@ -154,3 +166,18 @@ class AuditHandler(ActionHandler):
         self.write_json(await self.actions.audit_log(
             task_id=text("task_id"), subject=text("subject"), action=action,
             before_id=before_id, limit=limit))
+
+
+def part(*, auth: RequestAuth, actions: TaskActionService, tasks: TaskQueryService) -> HttpPart:
+    """Cancel, retry (one task or many) and the audit log."""
+    kwargs = {"auth": auth, "actions": actions}
+    return HttpPart(
+        # The bulk route first: "bulk" would otherwise match the task id group.
+        routes=[
+            (f"{API_BASE}/tasks/bulk/(cancel|retry)/?", BulkActionHandler,
+             {**kwargs, "tasks": tasks}),
+            (f"{API_BASE}/tasks/([^/]+)/cancel/?", CancelHandler, kwargs),
+            (f"{API_BASE}/tasks/([^/]+)/retry/?", RetryHandler, kwargs),
+            (f"{API_BASE}/audit/?", AuditHandler, kwargs),
+        ],
+        openapi_paths=openapi_paths(max_tasks=actions.max_tasks))

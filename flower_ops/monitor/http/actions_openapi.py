@@ -106,8 +106,9 @@ AUDIT_LOG: dict[str, Any] = {
 }
 
 
-def register(*, max_tasks: int) -> None:
-    openapi.add_path("/audit", {"get": {
+def openapi_paths(*, max_tasks: int) -> dict[str, dict[str, Any]]:
+    paths: dict[str, dict[str, Any]] = {}
+    paths["/audit"] = {"get": {
         "summary": "Operator actions (cancel, retry), newest first",
         "operationId": "listAudit",
         "parameters": [
@@ -120,16 +121,16 @@ def register(*, max_tasks: int) -> None:
             {"name": "cursor", "in": "query", "schema": {"type": "string"}},
         ],
         "responses": {**openapi.ok(AUDIT_LOG), **openapi.errors(400, 401, 403, 503)},
-    }})
-    openapi.add_path("/tasks/{task_id}/cancel", {"post": {
+    }}
+    paths["/tasks/{task_id}/cancel"] = {"post": {
         "summary": "Cancel a task (PENDING, RECEIVED or STARTED)",
         "operationId": "cancelTask",
         "description": "Revokes the task in Celery; a running one is terminated (SIGTERM). "
                        "The database row becomes cancelled at once. Audited.",
         "parameters": [_TASK_ID],
         "responses": {**openapi.ok(TASK_OUTCOME), **openapi.errors(400, 401, 403, 404, 409, 503)},
-    }})
-    openapi.add_path("/tasks/{task_id}/retry", {"post": {
+    }}
+    paths["/tasks/{task_id}/retry"] = {"post": {
         "summary": "Retry a task (FAILURE or REVOKED) as a new task",
         "operationId": "retryTask",
         "description": "Sends a new task with the same name, exact args and kwargs, queue and "
@@ -141,12 +142,13 @@ def register(*, max_tasks: int) -> None:
             "properties": {"force": {"type": "boolean", "default": False}}}}}},
         "responses": {**openapi.ok(TASK_OUTCOME), **openapi.errors(400, 401, 403, 404, 409, 413,
                                                                     503)},
-    }})
+    }}
     for action in ("cancel", "retry"):
-        openapi.add_path(f"/tasks/bulk/{action}", {"post": {
+        paths[f"/tasks/bulk/{action}"] = {"post": {
             "summary": f"{action.capitalize()} many tasks, by ids or by GET /tasks filters",
             "operationId": f"bulk{action.capitalize()}Tasks",
             "requestBody": _bulk_body(max_tasks),
             "responses": {**openapi.ok(BULK_REPORT),
                           **openapi.errors(400, 401, 403, 413, 503)},
-        }})
+        }}
+    return paths

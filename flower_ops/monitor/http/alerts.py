@@ -5,7 +5,9 @@ from collections.abc import Callable
 from typing import Any
 
 from flower_ops.core.errors import InvalidQuery
-from flower_ops.monitor.http.base import ApiHandler
+from flower_ops.monitor.auth import RequestAuth
+from flower_ops.monitor.health.monitor import HealthMonitor
+from flower_ops.monitor.http.base import API_BASE, ApiHandler, HttpPart
 from flower_ops.monitor.http.params import parse_int
 from flower_ops.monitor.http.openapi import errors, ok
 from flower_ops.monitor.health.alerts import KINDS, SEVERITIES
@@ -49,9 +51,14 @@ def parse_alert_query(get: Callable[[str], str | None]) -> tuple[int, str | None
 
 
 class AlertsHandler(ApiHandler):
+    def initialize(self, *, auth: RequestAuth,  # type: ignore[override]
+                   health: HealthMonitor) -> None:
+        super().initialize(auth=auth)
+        self.health = health
+
     def get(self) -> None:
         limit, kind = parse_alert_query(self.query)
-        self.write_json(self.ops.health.summary(limit=limit, kind=kind))  # type: ignore[attr-defined]
+        self.write_json(self.health.summary(limit=limit, kind=kind))
 
 
 def openapi_operations() -> dict[str, Any]:
@@ -75,3 +82,9 @@ def openapi_operations() -> dict[str, Any]:
             "webhook": {"type": "object", "nullable": True},
             "worker_probe_error": {"type": "string", "nullable": True}}}),
             **errors(400, 401, 403)}}}
+
+
+def part(*, auth: RequestAuth, health: HealthMonitor) -> HttpPart:
+    return HttpPart(routes=[(f"{API_BASE}/alerts/?", AlertsHandler,
+                             {"auth": auth, "health": health})],
+                    openapi_paths={"/alerts": openapi_operations()})

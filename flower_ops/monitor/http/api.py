@@ -1,48 +1,90 @@
-"""REST routes of ``/api/automation/monitoring``: parse, call one service, write."""
+"""The read routes of ``/api/automation/monitoring``: parse, call one service,
+write. Each handler gets only the service it answers from."""
 from __future__ import annotations
 
 from typing import Any
 
+from flower_ops.core.query import TaskPage
+from flower_ops.monitor.auth import RequestAuth, TokenAuthority
+from flower_ops.monitor.http.base import API_BASE, ApiHandler, HttpPart, JsonHandler
 from flower_ops.monitor.http.params import check_task_id, parse_task_query
-from flower_ops.monitor.http.base import ApiHandler, JsonHandler
+from flower_ops.monitor.http.token import TokenHandler, TokenPolicy
+from flower_ops.monitor.services.queues import QueueService
+from flower_ops.monitor.services.stats import StatsService
+from flower_ops.monitor.services.tasks import TaskQueryService
+from flower_ops.monitor.services.workers import WorkerService
 
 
-def _page(page: Any) -> dict[str, Any]:
+def _page(page: TaskPage) -> dict[str, Any]:
     body = {"tasks": page.tasks, "total": page.total, "next": page.next, "source": page.source}
     body.update(page.extra)
     return body
 
 
 class StatsHandler(ApiHandler):
+    def initialize(self, *, auth: RequestAuth, stats: StatsService) -> None:  # type: ignore[override]
+        super().initialize(auth=auth)
+        self.stats = stats
+
     def get(self) -> None:
-        self.write_json(self.ops.stats.stats())
+        self.write_json(self.stats.stats())
 
 
 class TasksHandler(ApiHandler):
+    def initialize(self, *, auth: RequestAuth, tasks: TaskQueryService) -> None:  # type: ignore[override]
+        super().initialize(auth=auth)
+        self.tasks = tasks
+
     async def get(self) -> None:
         query = parse_task_query(self.query)
-        page = await self.ops.tasks.list(query)
-        self.write_json(_page(page))
+        self.write_json(_page(await self.tasks.list(query)))
 
 
-class TaskHandler(ApiHandler):
-    async def get(self, task_id: str) -> None:
-        self.write_json(await self.ops.tasks.get(check_task_id(task_id)))
+class TaskHandler(TasksHandler):
+    async def get(self, task_id: str) -> None:  # type: ignore[override]
+        self.write_json(await self.tasks.get(check_task_id(task_id)))
 
 
 class WorkersHandler(ApiHandler):
+    def initialize(self, *, auth: RequestAuth, workers: WorkerService) -> None:  # type: ignore[override]
+        super().initialize(auth=auth)
+        self.workers = workers
+
     def get(self) -> None:
-        self.write_json(self.ops.workers.list())
+        self.write_json(self.workers.list())
 
 
 class QueuesHandler(ApiHandler):
+    def initialize(self, *, auth: RequestAuth, queues: QueueService) -> None:  # type: ignore[override]
+        super().initialize(auth=auth)
+        self.queues = queues
+
     def get(self) -> None:
-        self.write_json(self.ops.queues.list())
+        self.write_json(self.queues.list())
 
 
 class OpenApiHandler(JsonHandler):
     """The API description is public: it holds no data, and clients need it
     before they have a token."""
 
+    def initialize(self, *, document: dict[str, Any]) -> None:  # type: ignore[override]
+        super().initialize()
+        self.document = document
+
     def get(self) -> None:
-        self.write_json(self.ops.openapi_document())
+        self.write_json(self.document)
+
+
+def part(*, auth: RequestAuth, authority: TokenAuthority, policy: TokenPolicy,
+         stats: StatsService, tasks: TaskQueryService, workers: WorkerService,
+         queues: QueueService) -> HttpPart:
+    """The read API and ``POST /token`` (their OpenAPI paths are the base
+    document's, ``openapi.BASE``)."""
+    return HttpPart(routes=[
+        (f"{API_BASE}/stats/?", StatsHandler, {"auth": auth, "stats": stats}),
+        (f"{API_BASE}/tasks/?", TasksHandler, {"auth": auth, "tasks": tasks}),
+        (f"{API_BASE}/tasks/([^/]+)/?", TaskHandler, {"auth": auth, "tasks": tasks}),
+        (f"{API_BASE}/workers/?", WorkersHandler, {"auth": auth, "workers": workers}),
+        (f"{API_BASE}/queues/?", QueuesHandler, {"auth": auth, "queues": queues}),
+        (f"{API_BASE}/token/?", TokenHandler, {"authority": authority, "policy": policy}),
+    ])

@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import tornado.web
 from tornado.escape import json_decode
 
-from flower_ops.monitor.auth import Principal, bearer_token
-from flower_ops.monitor.config import READ_SCOPE, WRITE_SCOPE
 from flower_ops.core.errors import FlowerOpsError, InvalidQuery, PayloadTooLarge
-
-if TYPE_CHECKING:
-    from flower_ops.monitor.app import FlowerOps
+from flower_ops.monitor.auth import Principal, RequestAuth, bearer_token
+from flower_ops.monitor.config import READ_SCOPE, WRITE_SCOPE
 
 logger = logging.getLogger(__name__)
 
+API_BASE = "/api/automation/monitoring"
 MAX_BODY_BYTES = 1024 * 1024
 _REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
             405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
             503: "unavailable"}
+
+
+# (path pattern, handler class, the keyword arguments of its initialize())
+Route = tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class HttpPart:
+    """What one part of the monitor serves: its routes (paths without the
+    ``--url_prefix``) and their OpenAPI paths (relative to ``API_BASE``)."""
+
+    routes: list[Route]
+    openapi_paths: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def dumps(value: Any) -> str:
@@ -50,10 +62,7 @@ class JsonHandler(tornado.web.RequestHandler):
     hold Tornado's 100 MB default per connection before being told 401.
     """
 
-    ops: "FlowerOps"
-
-    def initialize(self, ops: "FlowerOps") -> None:
-        self.ops = ops
+    def initialize(self) -> None:
         self._body = bytearray()
         self._body_too_large = False
 
@@ -171,9 +180,13 @@ class ApiHandler(JsonHandler):
     principal: Principal
     write_scope_methods = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+    def initialize(self, *, auth: RequestAuth) -> None:  # type: ignore[override]
+        super().initialize()
+        self.auth = auth
+
     async def prepare(self) -> None:
         token = bearer_token(self.request.headers.get("Authorization"))
-        self.principal = await self.ops.verify_token(token)
+        self.principal = await self.auth.verify(token)
         method = self.request.method or "GET"
         self.principal.require(WRITE_SCOPE if method in self.write_scope_methods else READ_SCOPE)
         self.check_body_size()

@@ -13,29 +13,32 @@ Flower keeps working, the page stays reachable at ``/monitoring``.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tornado.escape
 import tornado.template
 import tornado.web
 from flower.views import BaseHandler as FlowerBaseHandler
 
-if TYPE_CHECKING:
-    from flower_ops.monitor.app import FlowerOps
+from flower_ops.core import lifecycle
+from flower_ops.monitor.http.base import API_BASE, HttpPart
 
 logger = logging.getLogger(__name__)
 
-HERE = Path(__file__).resolve().parent
-TEMPLATE_DIR = HERE / "templates"
-STATIC_DIR = HERE / "static"
+PACKAGE_DIR = Path(__file__).resolve().parents[2]   # flower_ops/
+TEMPLATE_DIR = PACKAGE_DIR / "templates"
+STATIC_DIR = PACKAGE_DIR / "static"
 PAGE_TEMPLATE = "flower-ops-monitoring.html"
 OUR_TEMPLATES = {PAGE_TEMPLATE: "monitoring.html"}
 PAGE_PATH = "/monitoring"
 STATIC_PATH = "/monitoring/static"
-API_BASE = "/api/automation/monitoring"
+# The lifecycle the page's script works with, from the one definition
+LIFECYCLE_JSON = json.dumps(lifecycle.as_json(), separators=(",", ":"))
 
 # The first list of nav links in Flower's navbar; the entry goes at its end.
 _NAV_LIST = re.compile(r'<ul\b[^>]*\bclass="[^"]*\bnavbar-nav\b[^"]*"[^>]*>')
@@ -96,8 +99,9 @@ class FlowerOpsTemplateLoader(tornado.template.Loader):
         return template
 
 
-def install_template_loader(ops: FlowerOps) -> FlowerOpsTemplateLoader:
-    settings = ops.flower.settings
+def install_template_loader(settings: dict[str, Any], *,
+                            monitoring_href: str) -> FlowerOpsTemplateLoader:
+    """Make Flower's application render through our loader (see the module doc)."""
     existing = settings.get("template_loader")
     if isinstance(existing, FlowerOpsTemplateLoader):
         return existing
@@ -109,8 +113,7 @@ def install_template_loader(ops: FlowerOps) -> FlowerOpsTemplateLoader:
         kwargs["autoescape"] = settings["autoescape"]
     if "template_whitespace" in settings:
         kwargs["whitespace"] = settings["template_whitespace"]
-    loader = FlowerOpsTemplateLoader(template_path, monitoring_href=ops.prefixed(PAGE_PATH),
-                                     **kwargs)
+    loader = FlowerOpsTemplateLoader(template_path, monitoring_href=monitoring_href, **kwargs)
     settings["template_loader"] = loader
     # Tornado caches one loader per template path for all handlers; replace a
     # loader made before install() so every page gets the entry.
@@ -139,8 +142,11 @@ def _content_security_policy(host: str) -> str:
 class MonitoringPage(FlowerBaseHandler):
     """``/monitoring``: behind Flower's own auth (basic auth or OAuth)."""
 
-    def initialize(self, ops: FlowerOps) -> None:
-        self.ops = ops
+    def initialize(self, *, api_base: str, static_base: str,  # type: ignore[override]
+                   snapshot_seconds: float) -> None:
+        self.api_base = api_base
+        self.static_base = static_base
+        self.snapshot_seconds = snapshot_seconds
 
     @tornado.web.authenticated
     def get(self) -> None:
@@ -149,15 +155,16 @@ class MonitoringPage(FlowerBaseHandler):
         self.set_header("X-Frame-Options", "SAMEORIGIN")
         self.set_header("Cache-Control", "no-store")
         self.render(PAGE_TEMPLATE, active_tab="monitoring",
-                    ops_static=self._static, api_base=self.ops.prefixed(API_BASE),
-                    snapshot_seconds=self.ops.config.ws_snapshot_seconds)
+                    ops_static=self._static, api_base=self.api_base,
+                    snapshot_seconds=self.snapshot_seconds, lifecycle_json=LIFECYCLE_JSON,
+                    lifecycle_states=lifecycle.TASK_STATES)
 
     def _static(self, name: str) -> str:
-        return f"{self.ops.prefixed(STATIC_PATH)}/{name}?v={_version(name)}"
+        return f"{self.static_base}/{name}?v={_version(name)}"
 
 
 class MonitoringStatic(tornado.web.StaticFileHandler):
-    def initialize(self, ops: FlowerOps) -> None:  # type: ignore[override]
+    def initialize(self) -> None:  # type: ignore[override]
         super().initialize(path=str(STATIC_DIR))
 
     def set_extra_headers(self, path: str) -> None:
@@ -176,12 +183,16 @@ def _version(name: str) -> str:
     return version
 
 
-def extend(ops: FlowerOps) -> None:
-    install_template_loader(ops)
-    ops.extra_routes.extend([
-        (f"{PAGE_PATH}/?", MonitoringPage),
-        (f"{STATIC_PATH}/(.*)", MonitoringStatic),
+def part(*, settings: dict[str, Any], prefixed: Callable[[str], str],
+         snapshot_seconds: float) -> HttpPart:
+    """The page and its static files; Flower's navbar gains the entry."""
+    install_template_loader(settings, monitoring_href=prefixed(PAGE_PATH))
+    page = {"api_base": prefixed(API_BASE), "static_base": prefixed(STATIC_PATH),
+            "snapshot_seconds": snapshot_seconds}
+    return HttpPart(routes=[
+        (f"{PAGE_PATH}/?", MonitoringPage, page),
+        (f"{STATIC_PATH}/(.*)", MonitoringStatic, {}),
     ])
 
 
-__all__ = ["FlowerOpsTemplateLoader", "MonitoringPage", "extend", "inject_nav_entry"]
+__all__ = ["FlowerOpsTemplateLoader", "MonitoringPage", "inject_nav_entry", "part"]

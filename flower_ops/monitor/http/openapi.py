@@ -1,7 +1,8 @@
 """The OpenAPI 3 document served at ``/api/automation/monitoring/openapi.json``.
 
 Kept next to the handlers it describes; tests check that every route is here
-and that responses conform. Extensions add their paths with ``add_path``.
+and that responses conform. Each part of the monitor returns its own paths
+(``HttpPart.openapi_paths``); the composition root joins them.
 """
 from __future__ import annotations
 
@@ -210,13 +211,6 @@ BASE: dict[str, Any] = {
     },
 }
 
-_EXTRA_PATHS: dict[str, dict[str, Any]] = {}
-
-
-def add_path(path: str, operations: dict[str, Any]) -> None:
-    _EXTRA_PATHS.setdefault(path, {}).update(operations)
-
-
 def errors(*codes: int) -> dict[str, Any]:
     return _errors(*codes)
 
@@ -225,9 +219,10 @@ def ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return _ok(schema, description)
 
 
-def document(base_path: str) -> dict[str, Any]:
+def document(base_path: str, paths: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The whole document: ``BASE`` plus the parts' ``paths``, served at ``base_path``."""
     doc = copy.deepcopy(BASE)
-    for path, operations in _EXTRA_PATHS.items():
+    for path, operations in paths.items():
         doc["paths"].setdefault(path, {}).update(copy.deepcopy(operations))
     doc["servers"] = [{"url": base_path}]
     return doc

@@ -2,21 +2,38 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from base64 import b64decode
 from urllib.parse import urlparse
 
 from flower.utils.authentication import authenticate
 
 from flower_ops.core.errors import Forbidden, InvalidQuery, Unauthorized
+from flower_ops.monitor.auth import TokenAuthority
 from flower_ops.monitor.http.base import JsonHandler
 
 
+@dataclass(frozen=True)
+class TokenPolicy:
+    """Which tokens ``POST /token`` hands out (``FLOWER_OPS_TOKEN_*``)."""
+
+    ttl_seconds: int
+    scopes: tuple[str, ...]
+    anonymous: bool
+
+
 class TokenHandler(JsonHandler):
+    def initialize(self, *, authority: TokenAuthority,  # type: ignore[override]
+                   policy: TokenPolicy) -> None:
+        super().initialize()
+        self.authority = authority
+        self.policy = policy
+
     def post(self) -> None:
         self._check_same_origin()
         subject = self._flower_user()
         body = self.json_body()
-        allowed = set(self.ops.config.token_scopes)
+        allowed = set(self.policy.scopes)
         requested = body.get("scopes", body.get("scope"))
         if requested is None:
             scopes = allowed
@@ -28,12 +45,12 @@ class TokenHandler(JsonHandler):
             if not set(requested) <= allowed:
                 raise Forbidden("scope not grantable", {"grantable": sorted(allowed)})
             scopes = set(requested)
-        token, expires_at = self.ops.authority.issue(
+        token, expires_at = self.authority.issue(
             subject=subject, scopes=frozenset(scopes),
-            ttl_seconds=self.ops.config.token_ttl_seconds)
+            ttl_seconds=self.policy.ttl_seconds)
         self.write_json({
             "access_token": token, "token_type": "Bearer",
-            "expires_in": self.ops.config.token_ttl_seconds, "expires_at": expires_at,
+            "expires_in": self.policy.ttl_seconds, "expires_at": expires_at,
             "scope": " ".join(sorted(scopes)), "subject": subject,
         })
 
@@ -76,7 +93,7 @@ class TokenHandler(JsonHandler):
                 if authenticate(options.auth, email):
                     return email
             raise Unauthorized("log in to Flower first")
-        if self.ops.config.anonymous_tokens:
+        if self.policy.anonymous:
             return "anonymous"
         raise Forbidden("Flower has no authentication configured; set --basic-auth or --auth "
                         "(or FLOWER_OPS_ANONYMOUS_TOKENS=true to hand out tokens to anyone)")

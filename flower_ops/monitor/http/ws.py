@@ -11,56 +11,30 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import tornado.websocket
+from tornado.ioloop import IOLoop
 
-from flower_ops.monitor.http import openapi
-from flower_ops.monitor.auth import Principal, bearer_token
-from flower_ops.monitor.config import READ_SCOPE
 from flower_ops.core.errors import FlowerOpsError, Forbidden, InvalidQuery
-from flower_ops.monitor.live.feed import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, Subscriber, parse_filters, parse_limit
+from flower_ops.monitor.auth import Principal, RequestAuth, bearer_token
+from flower_ops.monitor.config import READ_SCOPE
+from flower_ops.monitor.http import openapi
+from flower_ops.monitor.http.base import API_BASE, HttpPart
+from flower_ops.monitor.http.ws_frame import SharedFrames
+from flower_ops.monitor.live.feed import LiveFeed
+from flower_ops.monitor.live.filters import parse_filters, parse_limit
+from flower_ops.monitor.live.protocol import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED
+from flower_ops.monitor.live.subscriber import Subscriber
 
-if TYPE_CHECKING:
-    from flower_ops.monitor.live.feed import LiveFeed
-    from flower_ops.monitor.app import FlowerOps
 
 logger = logging.getLogger(__name__)
 
-PATH = "/api/automation/monitoring/ws"
+PATH = f"{API_BASE}/ws"
 AUTH_TIMEOUT_SECONDS = 5.0
 MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
-
-
-_last_frame: tuple[bytes, bytes] | None = None
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, uncompressed WebSocket text frame (RFC 6455 §5.2).
-
-    Server frames are never masked, so the bytes are the same for every
-    client: the feed builds a message's frame once and writes it to each
-    socket, instead of Tornado framing (and copying) it per client. The one
-    cached frame serves a fan-out loop, which sends one message to many
-    clients in a row.
-    """
-    global _last_frame
-    cached = _last_frame
-    if cached is not None and cached[0] is payload:
-        return cached[1]
-    size = len(payload)
-    if size < 126:
-        header = struct.pack("!BB", 0x81, size)
-    elif size <= 0xFFFF:
-        header = struct.pack("!BBH", 0x81, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, size)
-    frame = header + payload
-    _last_frame = (payload, frame)
-    return frame
 
 
 def _decode(message: str | bytes) -> tuple[dict[str, Any] | None, str]:
@@ -75,12 +49,13 @@ def _decode(message: str | bytes) -> tuple[dict[str, Any] | None, str]:
 
 
 class LiveFeedHandler(tornado.websocket.WebSocketHandler):
-    ops: FlowerOps
-    feed: LiveFeed
-
-    def initialize(self, ops: FlowerOps) -> None:
-        self.ops = ops
-        self.feed = ops.live  # type: ignore[attr-defined]
+    def initialize(self, *, auth: RequestAuth, feed: LiveFeed, frames: SharedFrames,
+                   allowed_origins: tuple[str, ...]) -> None:
+        self.auth = auth
+        self.feed = feed
+        self.frames = frames
+        self.allowed_origins = allowed_origins
+        self.io_loop = IOLoop.current()
         self.principal: Principal | None = None
         self.subscriber: Subscriber | None = None
         self._auth_timeout: object | None = None
@@ -130,7 +105,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
         self.finish(json.dumps({"error": exc.message, "detail": exc.detail}))
 
     def check_origin(self, origin: str) -> bool:
-        allowed = self.ops.config.ws_allowed_origins
+        allowed = self.allowed_origins
         if "*" in allowed:
             return True
         if origin.rstrip("/").lower() in {o.rstrip("/").lower() for o in allowed}:
@@ -153,7 +128,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
         if self.principal is not None:
             self._start(self.principal, resume_seq=self._query_resume())
             return
-        self._auth_timeout = self.ops.io_loop.call_later(
+        self._auth_timeout = self.io_loop.call_later(
             AUTH_TIMEOUT_SECONDS, self._close, CLOSE_UNAUTHORIZED, "authentication timeout")
 
     def get_compression_options(self) -> None:
@@ -164,7 +139,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
         connection = self.ws_connection
         if connection is None or connection.is_closing():
             raise tornado.websocket.WebSocketClosedError()
-        return connection.stream.write(text_frame(payload))  # type: ignore[attr-defined, union-attr]
+        return connection.stream.write(self.frames.frame(payload))  # type: ignore[attr-defined, union-attr]
 
     def _query_resume(self) -> int | None:
         # Only the resume position is read from the URL; never a token.
@@ -254,7 +229,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
 
     def _start(self, principal: Principal, *, resume_seq: int | None) -> None:
         if self._auth_timeout is not None:
-            self.ops.io_loop.remove_timeout(self._auth_timeout)
+            self.io_loop.remove_timeout(self._auth_timeout)
             self._auth_timeout = None
         self.principal = principal
         if not self._schedule_expiry(principal):
@@ -264,17 +239,17 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
 
     def _schedule_expiry(self, principal: Principal) -> bool:
         if self._expiry is not None:
-            self.ops.io_loop.remove_timeout(self._expiry)
+            self.io_loop.remove_timeout(self._expiry)
         remaining = principal.expires_at - time.time()
         if remaining <= 0:
             self._close(CLOSE_UNAUTHORIZED, "token expired")
             return False
-        self._expiry = self.ops.io_loop.call_later(remaining, self._close, CLOSE_UNAUTHORIZED,
+        self._expiry = self.io_loop.call_later(remaining, self._close, CLOSE_UNAUTHORIZED,
                                                    "token expired")
         return True
 
     async def _verify(self, token: str) -> Principal:
-        principal = await self.ops.verify_token(token)
+        principal = await self.auth.verify(token)
         principal.require(READ_SCOPE)
         return principal
 
@@ -292,26 +267,28 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
     def on_close(self) -> None:
         for handle in (self._auth_timeout, self._expiry):
             if handle is not None:
-                self.ops.io_loop.remove_timeout(handle)
+                self.io_loop.remove_timeout(handle)
         self._auth_timeout = self._expiry = None
         if self.subscriber is not None:
             self.subscriber.closed = True
             self.feed.detach(self.subscriber)
 
 
-def register(ops: FlowerOps) -> None:
-    ops.extra_routes.append((f"{PATH}/?", LiveFeedHandler))
-    openapi.add_path("/ws", {"get": {
-        "summary": "Live feed (WebSocket upgrade); see docs/live-feed.md",
-        "description": "Authenticate with an Authorization: Bearer header or a first "
-                       "message {\"type\": \"auth\", \"token\": ...} within 5 s. Needs "
-                       "monitoring:read. Never pass the token in the URL.",
-        "parameters": [{"name": "resume", "in": "query", "required": False,
-                        "schema": {"type": "integer"},
-                        "description": "last seq received, to replay what was missed"}],
-        "responses": {"101": {"description": "Switching protocols"},
-                      **openapi.errors(400, 401, 403)},
-    }})
+def part(*, auth: RequestAuth, feed: LiveFeed, allowed_origins: tuple[str, ...]) -> HttpPart:
+    kwargs = {"auth": auth, "feed": feed, "frames": SharedFrames(),
+              "allowed_origins": allowed_origins}
+    return HttpPart(routes=[(f"{PATH}/?", LiveFeedHandler, kwargs)], openapi_paths={"/ws": {
+        "get": {
+            "summary": "Live feed (WebSocket upgrade); see docs/live-feed.md",
+            "description": "Authenticate with an Authorization: Bearer header or a first "
+                           "message {\"type\": \"auth\", \"token\": ...} within 5 s. Needs "
+                           "monitoring:read. Never pass the token in the URL.",
+            "parameters": [{"name": "resume", "in": "query", "required": False,
+                            "schema": {"type": "integer"},
+                            "description": "last seq received, to replay what was missed"}],
+            "responses": {"101": {"description": "Switching protocols"},
+                          **openapi.errors(400, 401, 403)},
+        }}})
 
 
-__all__ = ["PATH", "LiveFeedHandler", "register"]
+__all__ = ["PATH", "LiveFeedHandler", "part"]

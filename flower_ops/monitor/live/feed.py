@@ -1,6 +1,7 @@
 """The live feed: change capture, coalescing, seq, replay buffer, fan-out.
 
-No HTTP here: ``handlers/ws.py`` adapts a WebSocket to a ``Subscriber``.
+No HTTP here: ``http/ws.py`` adapts a WebSocket to a ``Subscriber``;
+``filters.py``, ``subscriber.py``, ``snapshots.py`` and ``protocol.py`` are its parts.
 
 * Changes come from ``TaskIndex`` (its ``change_listeners``), on the IOLoop
   thread. They are only collected (a set add); a flush coalesces them at most
@@ -24,213 +25,39 @@ No HTTP here: ``handlers/ws.py`` adapts a WebSocket to a ``Subscriber``.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from flower_ops.core.errors import InvalidQuery, Unavailable
-from flower_ops.core.lifecycle import TASK_STATES
-from flower_ops.core.query import TaskQuery
-
-if TYPE_CHECKING:
-    from flower_ops.monitor.app import FlowerOps
+from flower_ops.monitor.live.filters import Filters, wants
+from flower_ops.monitor.live.protocol import CLOSE_GOING_AWAY, encode
+from flower_ops.monitor.live.snapshots import Snapshots, task_time
+from flower_ops.monitor.live.subscriber import Subscriber
+from flower_ops.monitor.services.tasks import TaskQueryService
+from flower_ops.monitor.sources.task_index import TaskIndex
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_TASKS = 50
-PARTS_MAX_AGE_SECONDS = 0.5
 MAX_FLUSH_SECONDS = 0.5
 FLUSH_LOAD_FACTOR = 2.5
-MAX_SNAPSHOT_TASKS = 500
-MAX_FILTER_VALUES = 50
-MAX_FILTER_TEXT = 256
 # One write per alert per client: 2,000 writes are ~20 ms of the IOLoop
 ALERT_WRITES_PER_FLUSH = 2000
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNAUTHORIZED = 4001
-CLOSE_FORBIDDEN = 4003
-CLOSE_TOO_SLOW = 4008
-
-
-def encode(value: Any) -> str:
-    # Task data may hold anything (NaN, objects); never fail a message over it.
-    try:
-        return json.dumps(value, default=str, allow_nan=False, separators=(",", ":"))
-    except ValueError:
-        return json.dumps(_finite(value), default=str, separators=(",", ":"))
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-# -- filters --------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
-class Filters:
-    """What a subscriber wants: any of ``states``, any of ``names``, any of ``queues``."""
+class FeedSettings:
+    """The feed's ``FLOWER_OPS_WS_*`` settings."""
 
-    states: frozenset[str] = frozenset()
-    names: frozenset[str] = frozenset()
-    queues: frozenset[str] = frozenset()
-
-    @property
-    def empty(self) -> bool:
-        return not (self.states or self.names or self.queues)
-
-    def matches(self, task: dict[str, Any]) -> bool:
-        return ((not self.states or task.get("state") in self.states)
-                and (not self.names or task.get("name") in self.names)
-                and (not self.queues or task.get("queue") in self.queues))
-
-    def as_json(self) -> dict[str, list[str]]:
-        return {"state": sorted(self.states), "name": sorted(self.names),
-                "queue": sorted(self.queues)}
-
-    def queries(self, limit: int) -> list[TaskQuery]:
-        """Index queries whose union is this filter (the index takes one name/queue)."""
-        names: Iterable[str | None] = sorted(self.names) or [None]
-        queues = sorted(self.queues) or [None]
-        return [TaskQuery(states=self.states, name=n, queue=q, limit=limit)
-                for n in names for q in queues]
-
-
-ALL = Filters()
-
-
-def parse_filters(raw: Any) -> Filters:
-    """``{"state": [...], "name": [...], "queue": [...]}``; strings or lists."""
-    if raw is None:
-        return ALL
-    if not isinstance(raw, dict):
-        raise InvalidQuery("filters must be an object")
-    aliases = {"state": "states", "states": "states", "name": "names", "names": "names",
-               "queue": "queues", "queues": "queues"}
-    unknown = sorted(set(raw) - set(aliases))
-    if unknown:
-        raise InvalidQuery("unknown filter", {"unknown": unknown, "allowed": ["state", "name",
-                                                                           "queue"]})
-    values: dict[str, frozenset[str]] = {}
-    for key, value in raw.items():
-        if value is None or value == "":
-            continue
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-            raise InvalidQuery(f"filter {key} must be a string or a list of strings")
-        items = [v.strip() for v in items if v.strip()]
-        if len(items) > MAX_FILTER_VALUES or any(len(v) > MAX_FILTER_TEXT for v in items):
-            raise InvalidQuery(f"filter {key} is too long")
-        target = aliases[key]
-        values[target] = values.get(target, frozenset()) | frozenset(items)
-    states = frozenset(s.upper() for s in values.get("states", frozenset()))
-    bad = sorted(states - set(TASK_STATES))
-    if bad:
-        raise InvalidQuery("unknown state", {"unknown": bad, "allowed": list(TASK_STATES)})
-    names = values.get("names", frozenset())
-    queues = values.get("queues", frozenset())
-    if len(names) * max(1, len(queues)) > MAX_FILTER_VALUES:
-        raise InvalidQuery("too many name and queue combinations")
-    return Filters(states=states, names=names, queues=queues)
-
-
-def parse_limit(raw: Any) -> int:
-    if raw is None:
-        return SNAPSHOT_TASKS
-    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_SNAPSHOT_TASKS:
-        raise InvalidQuery(f"limit must be an integer between 1 and {MAX_SNAPSHOT_TASKS}")
-    return raw
-
-
-# -- subscribers ----------------------------------------------------------------------
-
-
-class Subscriber:
-    """One client of the feed, with a bounded queue of unflushed messages.
-
-    ``write`` hands a message to the transport and returns an awaitable that
-    completes when it left our buffers (Tornado's ``write_message``);
-    ``close`` closes the transport with a code and reason.
-    """
-
-    def __init__(self, *, write: Callable[[bytes], Awaitable[None] | None],
-                 close: Callable[[int, str], None], max_messages: int,
-                 max_bytes: int) -> None:
-        self._write = write
-        self._close = close
-        self.max_messages = max_messages
-        self.max_bytes = max_bytes
-        self.filters: Filters = ALL
-        self.limit = SNAPSHOT_TASKS
-        self.pending_messages = 0
-        self.pending_bytes = 0
-        self.last_seq: int | None = None
-        self.closed = False
-        self.dropped = False
-        self.on_drop: Callable[[Subscriber], None] | None = None
-
-    def send(self, message: bytes, seq: int) -> bool:
-        """Queue one message; drops the subscriber instead of queueing past its bound."""
-        if self.closed:
-            return False
-        size = len(message)
-        # Bounded by what is still unflushed; one large message on its way to a
-        # reader that keeps up is not a reason to drop it.
-        if self.pending_messages >= self.max_messages or self.pending_bytes > self.max_bytes:
-            self.drop()
-            return False
-        try:
-            result = self._write(message)
-        except Exception:  # noqa: BLE001 - a closed transport; the handler detaches it
-            self.closed = True
-            return False
-        self.last_seq = seq
-        if result is None:
-            return True
-        self.pending_messages += 1
-        self.pending_bytes += size
-        add_done = getattr(result, "add_done_callback", None)
-        if add_done is None:  # pragma: no cover - every Tornado write returns a future
-            self.pending_messages -= 1
-            self.pending_bytes -= size
-            return True
-        add_done(lambda fut: self._written(fut, size))
-        return True
-
-    def _written(self, future: Any, size: int) -> None:
-        self.pending_messages -= 1
-        self.pending_bytes -= size
-        if not future.cancelled() and future.exception() is not None:
-            self.closed = True
-
-    def drop(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.dropped = True
-        if self.on_drop is not None:
-            self.on_drop(self)
-        try:
-            self._close(CLOSE_TOO_SLOW, "client too slow, reconnect")
-        except Exception:
-            logger.debug("closing a slow feed client failed", exc_info=True)
-
-
-# -- the feed ---------------------------------------------------------------------------
+    flush_seconds: float
+    snapshot_seconds: float
+    replay_buffer_size: int
+    client_queue_size: int
+    client_buffer_bytes: int
 
 
 @dataclass
@@ -246,15 +73,17 @@ class _Delta:
 class LiveFeed:
     """Fans task changes and periodic snapshots out to subscribers."""
 
-    def __init__(self, ops: FlowerOps, *, io_loop: IOLoop | None = None) -> None:
-        config = ops.config
-        self.ops = ops
-        self.io_loop = io_loop or ops.io_loop
-        self.flush_seconds = config.ws_flush_seconds
-        self.snapshot_seconds = config.ws_snapshot_seconds
-        self.replay_capacity = config.ws_replay_buffer_size
-        self.client_queue_size = config.ws_client_queue_size
-        self.client_buffer_bytes = config.ws_client_buffer_bytes
+    def __init__(self, *, settings: FeedSettings, index: TaskIndex, tasks: TaskQueryService,
+                 snapshots: Snapshots, io_loop: IOLoop) -> None:
+        self.index = index
+        self.tasks = tasks
+        self.snapshots = snapshots
+        self.io_loop = io_loop
+        self.flush_seconds = settings.flush_seconds
+        self.snapshot_seconds = settings.snapshot_seconds
+        self.replay_capacity = settings.replay_buffer_size
+        self.client_queue_size = settings.client_queue_size
+        self.client_buffer_bytes = settings.client_buffer_bytes
         self.subscribers: set[Subscriber] = set()
         self._seq = int(time.time() * 1000)
         self._floor = self._seq
@@ -268,26 +97,16 @@ class LiveFeed:
         self._buffer: deque[_Delta] = deque()
         self._buffered_tasks = 0
         self._timer: PeriodicCallback | None = None
-        # Snapshot pieces shared by clients that connect close together: the
-        # shared parts for PARTS_MAX_AGE_SECONDS, the task lists until the next flush.
-        self._parts_cache: tuple[float, str] | None = None
-        self._tasks_cache: dict[tuple[Filters, int], str] = {}
         self.stats = {"flushes": 0, "task_updates": 0, "snapshots": 0, "dropped": 0,
                       "messages": 0, "alerts_sent": 0, "alerts_deferred": 0}
 
     # -- lifecycle (IOLoop thread) -------------------------------------------------
 
     def start(self) -> None:
-        self.ops.index.change_listeners.append(self.on_changes)
-        self.ops.index.observers.append(self._on_transition)
         self._timer = PeriodicCallback(self.broadcast_snapshot, self.snapshot_seconds * 1000)
         self._timer.start()
 
     def stop(self) -> None:
-        if self.on_changes in self.ops.index.change_listeners:
-            self.ops.index.change_listeners.remove(self.on_changes)
-        if self._on_transition in self.ops.index.observers:
-            self.ops.index.observers.remove(self._on_transition)
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
@@ -339,12 +158,12 @@ class LiveFeed:
         self.send_snapshot(sub)
 
     def on_alert(self, event: str, alert: dict[str, Any]) -> None:
-        """An alert was raised, updated or resolved (health's ``alert_listeners``).
+        """An alert was raised, updated or resolved (an ``AlertBus`` subscriber).
 
         Only noted here; the next flush sends it (see the module docstring).
         """
         if not self.subscribers:
-            self._parts_cache = None
+            self.snapshots.forget_parts()
             return
         key = str(alert.get("id") or f"{alert.get('kind')}:{alert.get('subject')}")
         # The latest event of an alert wins, at its latest position
@@ -357,7 +176,7 @@ class LiveFeed:
         if not alerts:
             return
         # Snapshot pieces built before these changes are stale now
-        self._parts_cache = None
+        self.snapshots.forget_parts()
         if len(alerts) * len(self.subscribers) > ALERT_WRITES_PER_FLUSH:
             self.stats["alerts_deferred"] += len(alerts)
             return
@@ -386,7 +205,7 @@ class LiveFeed:
             delay = max(0.01, self._last_flush + self._flush_interval - now)
             self._flush_handle = self.io_loop.call_later(delay, self.flush)
 
-    def _on_transition(self, uuid: str, old_state: str | None, task: Any) -> None:
+    def on_transition(self, uuid: str, old_state: str | None, task: Any) -> None:
         # The state a task had at the last flush, so a client filtering by
         # state learns that a task left its filter.
         if uuid not in self._prev_states:
@@ -400,8 +219,8 @@ class LiveFeed:
         self._flush_alerts()
         if not pending:
             return
-        data = self.ops.index.state.tasks.data
-        summaries = self.ops.tasks.summaries  # shared with listings and snapshots
+        data = self.index.state.tasks.data
+        summaries = self.tasks.summaries  # shared with listings and snapshots
         tasks: list[dict[str, Any]] = []
         removed: list[str] = []
         for uuid in pending:
@@ -415,8 +234,8 @@ class LiveFeed:
                 tasks.append({k: v for k, v in summary.items() if v is not None})
         if not tasks and not removed:
             return
-        tasks.sort(key=_task_time)
-        self._tasks_cache.clear()
+        tasks.sort(key=task_time)
+        self.snapshots.forget_tasks()
         delta = _Delta(seq=self.next_seq(), time=time.time(), tasks=tasks, removed=removed,
                        prev_states={t["id"]: prev_states[t["id"]] for t in tasks
                                     if t["id"] in prev_states})
@@ -439,7 +258,7 @@ class LiveFeed:
         if cached is not None:
             return cached or None
         tasks = delta.tasks if filters.empty else [t for t in delta.tasks
-                                                   if _wants(filters, t, delta.prev_states)]
+                                                   if wants(filters, t, delta.prev_states)]
         if not tasks and not delta.removed:
             delta.encoded[filters] = b""
             return None
@@ -478,58 +297,14 @@ class LiveFeed:
 
     # -- snapshots ------------------------------------------------------------------
 
-    def snapshot_parts(self) -> dict[str, Any]:
-        ops = self.ops
-        parts: dict[str, Any] = {"stats": ops.stats.stats(),
-                                 "workers": ops.workers.list().get("workers", [])}
-        try:
-            parts["queues"] = ops.queues.list().get("queues", [])
-        except Unavailable as exc:
-            parts["queues"] = None
-            parts["queues_error"] = exc.message
-        parts["alerts"] = parts["stats"].get("alerts", [])
-        return parts
-
-    def snapshot_tasks(self, filters: Filters, limit: int) -> dict[str, Any]:
-        queries = filters.queries(limit)
-        pages = [self.ops.tasks.list_memory(q) for q in queries]
-        if len(pages) == 1:
-            return {"tasks": pages[0].tasks, "total": pages[0].total}
-        merged = sorted((t for p in pages for t in p.tasks), key=_task_time, reverse=True)
-        return {"tasks": merged[:limit], "total": sum(p.total for p in pages)}
-
-    def _tasks_json(self, filters: Filters, limit: int) -> str:
-        key = (filters, limit)
-        tasks_json = self._tasks_cache.get(key)
-        if tasks_json is None:
-            tasks_json = self._tasks_cache[key] = encode(self.snapshot_tasks(filters, limit))
-        return tasks_json
-
-    @staticmethod
-    def _snapshot_message(seq: int, parts_json: str, tasks_json: str, filters: Filters,
-                          resync: bool = False) -> bytes:
-        head = encode({"type": "snapshot", "seq": seq, "time": time.time(),
-                       "filters": filters.as_json(), "resync": resync})
-        # Shared pieces are encoded once, then spliced in.
-        return f"{head[:-1]},{tasks_json[1:-1]},{parts_json[1:]}".encode()
-
-    def _parts_json(self, *, fresh: bool) -> str:
-        now = self.io_loop.time()
-        cached = self._parts_cache
-        if not fresh and cached is not None and now - cached[0] < PARTS_MAX_AGE_SECONDS:
-            return cached[1]
-        parts_json = encode(self.snapshot_parts())
-        self._parts_cache = (now, parts_json)
-        return parts_json
-
     def send_snapshot(self, sub: Subscriber, *, resync: bool = False) -> None:
-        parts_json = self._parts_json(fresh=False)
-        tasks_json = self._tasks_json(sub.filters, sub.limit)
+        parts_json = self.snapshots.parts_json(fresh=False)
+        tasks_json = self.snapshots.tasks_json(sub.filters, sub.limit)
         # The seq is taken once the pieces are built: building them syncs the
         # index and evaluates alerts, which may send alert messages first, and
         # those must not carry a higher seq than this snapshot.
         seq = self.next_seq()
-        sub.send(self._snapshot_message(seq, parts_json, tasks_json, sub.filters, resync), seq)
+        sub.send(self.snapshots.message(seq, parts_json, tasks_json, sub.filters, resync), seq)
 
     def broadcast_snapshot(self) -> None:
         if not self.subscribers:
@@ -540,8 +315,8 @@ class LiveFeed:
             logger.exception("live feed snapshot failed")
 
     def _broadcast_snapshot(self) -> None:
-        parts_json = self._parts_json(fresh=True)
-        tasks_json = {key: self._tasks_json(*key)
+        parts_json = self.snapshots.parts_json(fresh=True)
+        tasks_json = {key: self.snapshots.tasks_json(*key)
                       for key in {(sub.filters, sub.limit) for sub in self.subscribers}}
         seq = self.next_seq()  # after building, as in send_snapshot
         messages: dict[tuple[Filters, int], bytes] = {}
@@ -551,37 +326,6 @@ class LiveFeed:
             message = messages.get(key)
             if message is None:
                 # Building only ever drops subscribers (a slow one), never adds
-                message = messages[key] = self._snapshot_message(seq, parts_json,
+                message = messages[key] = self.snapshots.message(seq, parts_json,
                                                                  tasks_json[key], key[0])
             sub.send(message, seq)
-
-
-def _task_time(task: dict[str, Any]) -> float:
-    return float(task.get("sent") or task.get("received") or task.get("started")
-                 or task.get("timestamp") or 0.0)
-
-
-def _wants(filters: Filters, task: dict[str, Any], prev_states: dict[str, str | None]) -> bool:
-    if filters.matches(task):
-        return True
-    # A task that just left a state filter is still sent once, so clients can
-    # drop it from a list filtered by state.
-    if filters.states and prev_states.get(task["id"]) in filters.states:
-        return filters.matches({**task, "state": prev_states[task["id"]]})
-    return False
-
-
-def extend(ops: FlowerOps) -> None:
-    from flower_ops.monitor.http.ws import register
-
-    feed = LiveFeed(ops)
-    ops.live = feed  # type: ignore[attr-defined]
-    ops.on_start.append(feed.start)
-    ops.on_stop.append(feed.stop)
-    # Pushed as they happen; the health extension adopts this list whichever runs first
-    vars(ops).setdefault("alert_listeners", []).append(feed.on_alert)
-    register(ops)
-
-
-__all__ = ["ALL", "Filters", "LiveFeed", "Subscriber", "encode", "extend", "parse_filters",
-           "parse_limit"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from flower_ops.core.errors import Unavailable
-from flower_ops.monitor.sources.broker import BrokerSnapshot, QueueSource
+from flower_ops.monitor.sources.queue_depths import BrokerSnapshot, QueueSource
+from flower_ops.monitor.sources.flower_state import task_queue
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,35 @@ class QueueService:
         self._dequeued: dict[str, dict[int, int]] = {}
         self._newest_second = 0
         self._depth_history: deque[tuple[float, dict[str, int]]] = deque(maxlen=120)
+        self._refreshing = False
+
+    def observe(self, uuid: str, old_state: str | None, task: Any) -> None:
+        """Index observer: a task a worker received has left its queue."""
+        if task.state == "RECEIVED" and old_state in (None, "PENDING"):
+            self.note_dequeued(task_queue(task), getattr(task, "received", 0.0) or 0.0)
+
+    def refresh_in_background(self, run_blocking: Callable[..., Awaitable[Any]]) -> None:
+        """Timer callback (IOLoop thread): one broker read on the executor, its
+        result applied back on the loop; skipped while the last one runs."""
+        if self.source is None or self._refreshing:
+            return
+        self._refreshing = True
+        future: Any = run_blocking(self.refresh)
+
+        def done(fut: Any) -> None:
+            self._refreshing = False
+            if not fut.cancelled() and fut.exception() is None:
+                self.apply(fut.result())
+
+        future.add_done_callback(done)
+
+    def totals(self) -> dict[str, Any]:
+        """Ready and unacked messages over all queues, for ``/stats``."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return {"messages": None, "unacked": None, "queues": 0}
+        return {"messages": sum(q.messages for q in snapshot.queues.values()),
+                "unacked": snapshot.unacked_total, "queues": len(snapshot.queues)}
 
     def note_dequeued(self, queue: str | None, at: float) -> None:
         if not queue:
@@ -144,3 +175,20 @@ class QueueService:
                 "error": self.last_error,
             },
         }
+
+
+class WatchedQueues:
+    """Which queues ``/queues`` reads: the app's configured ones, the ones set
+    in ``FLOWER_OPS_QUEUES``, those workers consume and those tasks went to."""
+
+    def __init__(self, *, configured: Iterable[str], consumed: Callable[[], Iterable[str]],
+                 seen: Callable[[], Iterable[str]]) -> None:
+        self._configured = frozenset(n for n in configured if n)
+        self._consumed = consumed
+        self._seen = seen
+
+    def __call__(self) -> set[str]:
+        names = set(self._configured)
+        names.update(self._consumed())
+        names.update(self._seen())
+        return {n for n in names if n}

@@ -11,7 +11,7 @@ from collections import deque
 from typing import Any, Callable, Mapping
 
 from flower_ops.core.lifecycle import TASK_STATES
-from flower_ops.monitor.sources.flower_state import TaskIndex
+from flower_ops.monitor.sources.task_index import TaskIndex
 
 WINDOW_SECONDS = 900
 RUNTIME_SAMPLES = 1000

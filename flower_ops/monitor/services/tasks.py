@@ -9,7 +9,8 @@ from flower_ops.core.errors import InvalidQuery, NotConfigured, NotFound
 from flower_ops.core.lifecycle import FINAL_STATES, TIMESTAMP_FIELDS
 from flower_ops.core.query import TaskPage, TaskQuery
 from flower_ops.core.payload import decode_args
-from flower_ops.monitor.sources.flower_state import TaskIndex, task_queue, task_worker
+from flower_ops.monitor.sources.flower_state import task_queue, task_worker
+from flower_ops.monitor.sources.task_index import TaskIndex
 from flower_ops.monitor.services.search import SearchTexts
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ the background on a timer and requests are answered from the cache, with its
 age, never waiting on a broadcast.
 
 ``probed`` holds the replies of our own ``flower_ops_stats`` command
-(``health/probe.py``): current RSS per process, active and reserved counts.
+(``health/probe.py``'s ``WorkerProbe.replies``): current RSS per process, active and reserved counts.
 Workers that do not run ``instrument(app)`` never answer it; for them memory
 is Celery's ``rusage.maxrss`` (labelled ``max_rss``).
 """
@@ -19,10 +19,11 @@ PROBE_FRESH_SECONDS = 60.0
 
 
 class WorkerService:
-    def __init__(self, *, state: Any, inspected: Mapping[str, dict[str, Any]]) -> None:
+    def __init__(self, *, state: Any, inspected: Mapping[str, dict[str, Any]],
+                 probed: Mapping[str, dict[str, Any]]) -> None:
         self.state = state
         self.inspected = inspected
-        self.probed: Mapping[str, dict[str, Any]] = {}
+        self.probed = probed
 
     def _probe(self, hostname: str, now: float | None = None) -> dict[str, Any] | None:
         reply = self.probed.get(hostname)

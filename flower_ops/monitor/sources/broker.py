@@ -2,7 +2,8 @@
 
 ``queue_source_for`` picks the adapter for a broker URL: Redis here, RabbitMQ
 in ``rabbitmq.py``. Every adapter answers ``fetch(names) -> BrokerSnapshot``
-(blocking; the caller runs it on an executor thread) and ``close()``.
+(``queue_depths.py``; blocking: the caller runs it on an executor thread) and
+``close()``.
 
 Redis (kombu's layout): a queue is a list; priority sub-queues are lists named
 ``queue + sep + str(step)`` for every step but the first; unacknowledged
@@ -14,10 +15,13 @@ one pipelined round trip over a client built once.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import redis
+
+from flower_ops.monitor.sources.queue_depths import BrokerSnapshot, QueueDepth, QueueSource
+from flower_ops.monitor.sources.rabbitmq import RabbitQueueSource
 
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 DEFAULT_SEP = "\x06\x16"
@@ -40,39 +44,6 @@ local out = {n}
 for k, c in pairs(counts) do table.insert(out, k); table.insert(out, c) end
 return out
 """
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    name: str
-    messages: int
-    unacked: int | None
-    oldest_message_age_seconds: float | None = None
-    by_priority: dict[str, int] = field(default_factory=dict)
-    # Known only where the broker itself reports them (RabbitMQ); Redis gets
-    # consumers from the workers' active queues and rates from events.
-    consumers: int | None = None
-    rate_in: float | None = None
-    rate_out: float | None = None
-
-
-@dataclass(frozen=True)
-class BrokerSnapshot:
-    transport: str
-    queues: dict[str, QueueDepth]
-    unacked_total: int | None
-    taken_at: float
-    source: str
-    # Why this source and not a better one (e.g. the management API is down)
-    detail: str | None = None
-
-
-class QueueSource(Protocol):
-    transport: str
-
-    def fetch(self, queues: Iterable[str]) -> BrokerSnapshot: ...
-
-    def close(self) -> None: ...
 
 
 class RedisQueueSource:
@@ -182,8 +153,6 @@ def queue_source_for(broker_url: str, transport_options: Mapping[str, Any], *,
     if scheme in ("redis", "rediss"):
         return RedisQueueSource(broker_url=broker_url, transport_options=transport_options)
     if scheme in AMQP_SCHEMES:
-        from flower_ops.monitor.sources.rabbitmq import RabbitQueueSource
-
         return RabbitQueueSource(broker_url=broker_url, broker_api=broker_api,
                                  use_ssl=use_ssl)
     return None

@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from kombu import Connection
 
-from flower_ops.monitor.sources.broker import BrokerSnapshot, QueueDepth
+from flower_ops.monitor.sources.queue_depths import BrokerSnapshot, QueueDepth
 
 logger = logging.getLogger(__name__)
 

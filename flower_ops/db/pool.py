@@ -1,0 +1,131 @@
+"""The process's one PostgreSQL pool: ``psycopg_pool``, opened once, the
+schema migrated once per process start.
+
+Blocking: call it from a thread that may block (the monitor's executor, the
+sync worker's own threads), never from the IOLoop. A database that cannot
+be reached surfaces as ``Unavailable`` (503 in the API; the sync worker backs
+off and retries); the pool replaces connections the database dropped
+(restart, network cut) when they are checked out, so the first request after
+an outage does not get a dead one.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from flower_ops.core.errors import Unavailable
+from flower_ops.db.migrate import migrate
+
+# TCP keepalives: a connection whose peer vanished is found in ~25 s, not hours
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+               "keepalives_count": 3}
+
+
+def unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable("database unavailable", {"reason": str(exc)[:300]})
+
+
+class Database:
+    """One pool of autocommit connections to ``url``.
+
+    ``connection()`` lends one for a block of work; ``hold()``/``give_back()``
+    lend one for as long as the caller needs it (the sync worker's leader
+    lock lives on such a connection). ``configure`` runs on every new
+    connection (the sync worker creates its staging tables there).
+    """
+
+    def __init__(self, *, url: str, application_name: str, max_size: int = 4,
+                 min_size: int = 1, timeout_seconds: float = 5.0,
+                 connect_timeout_seconds: float = 5.0,
+                 statement_timeout_seconds: float | None = None,
+                 configure: Callable[[psycopg.Connection], None] | None = None) -> None:
+        self.url = url
+        self._timeout = timeout_seconds
+        kwargs: dict[str, Any] = {"autocommit": True, "application_name": application_name,
+                                  "connect_timeout": max(1, int(connect_timeout_seconds)),
+                                  **_KEEPALIVES}
+        if statement_timeout_seconds is not None:
+            kwargs["options"] = f"-c statement_timeout={int(statement_timeout_seconds * 1000)}"
+        self._pool = ConnectionPool(
+            url, kwargs=kwargs, min_size=min(min_size, max_size), max_size=max_size,
+            open=False, timeout=timeout_seconds, name=application_name,
+            check=ConnectionPool.check_connection, configure=configure,
+            # psycopg_pool's reconnect backoff doubles without a cap until this
+            # timeout; past it the attempt ends and the next checkout starts a
+            # new one, so retries stay a few seconds apart however long the outage
+            reconnect_timeout=max(5.0, 2 * timeout_seconds))
+        self._lock = threading.Lock()
+        self._opened = False
+        self._migrated = False
+        self._closed = False
+
+    def open(self) -> None:
+        """Open the pool and bring the schema up to date (once per process).
+
+        Raises ``Unavailable`` when the database cannot be reached; the next
+        call (or the next ``connection()``) tries again.
+        """
+        with self._lock:
+            if self._closed:
+                raise Unavailable("database closed", {"reason": "the process is stopping"})
+            if not self._opened:
+                self._pool.open(wait=False)
+                self._opened = True
+            if self._migrated:
+                return
+            try:
+                with self._pool.connection(timeout=self._timeout) as conn:
+                    migrate(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+                raise unavailable(exc) from exc
+            self._migrated = True
+
+    @property
+    def ready(self) -> bool:
+        return self._migrated and not self._closed
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A connection for one block of work (committed as it goes: autocommit;
+        use ``conn.transaction()`` for more). Connection failures, at checkout
+        or during the work, raise ``Unavailable``."""
+        if not self._migrated:
+            self.open()
+        try:
+            with self._pool.connection(timeout=self._timeout) as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                raise
+            raise unavailable(exc) from exc
+
+    def hold(self) -> psycopg.Connection:
+        """A connection kept until ``give_back``: for session state (advisory locks)."""
+        if not self._migrated:
+            self.open()
+        try:
+            return self._pool.getconn(timeout=self._timeout)
+        except PoolTimeout as exc:
+            raise unavailable(exc) from exc
+
+    def give_back(self, conn: psycopg.Connection, *, discard: bool = False) -> None:
+        """Return a held connection; closed first when ``discard`` (its session
+        state, e.g. an advisory lock, must end with it)."""
+        if discard and not conn.closed:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+        if self._opened:
+            self._pool.putconn(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._opened:
+                self._pool.close(timeout=2.0)

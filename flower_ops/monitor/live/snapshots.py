@@ -1,0 +1,88 @@
+"""Feed snapshots: the shared parts (stats, workers, queues, alerts) and the
+task lists per filter, each built once and shared by every client that wants
+it at about the same moment. IOLoop thread only."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tornado.ioloop import IOLoop
+
+from flower_ops.core.errors import Unavailable
+from flower_ops.monitor.live.filters import Filters
+from flower_ops.monitor.live.protocol import encode
+from flower_ops.monitor.services.queues import QueueService
+from flower_ops.monitor.services.stats import StatsService
+from flower_ops.monitor.services.tasks import TaskQueryService
+from flower_ops.monitor.services.workers import WorkerService
+
+PARTS_MAX_AGE_SECONDS = 0.5
+
+
+class Snapshots:
+    """Snapshot pieces, cached: the shared parts for ``PARTS_MAX_AGE_SECONDS``
+    (or until an alert changes), the task lists until the next flush."""
+
+    def __init__(self, *, tasks: TaskQueryService, stats: StatsService,
+                 workers: WorkerService, queues: QueueService, io_loop: IOLoop) -> None:
+        self.tasks = tasks
+        self.stats = stats
+        self.workers = workers
+        self.queues = queues
+        self.io_loop = io_loop
+        self._parts_cache: tuple[float, str] | None = None
+        self._tasks_cache: dict[tuple[Filters, int], str] = {}
+
+    def forget_parts(self) -> None:
+        self._parts_cache = None
+
+    def forget_tasks(self) -> None:
+        self._tasks_cache.clear()
+
+    def parts(self) -> dict[str, Any]:
+        parts: dict[str, Any] = {"stats": self.stats.stats(),
+                                 "workers": self.workers.list().get("workers", [])}
+        try:
+            parts["queues"] = self.queues.list().get("queues", [])
+        except Unavailable as exc:
+            parts["queues"] = None
+            parts["queues_error"] = exc.message
+        parts["alerts"] = parts["stats"].get("alerts", [])
+        return parts
+
+    def task_list(self, filters: Filters, limit: int) -> dict[str, Any]:
+        queries = filters.queries(limit)
+        pages = [self.tasks.list_memory(q) for q in queries]
+        if len(pages) == 1:
+            return {"tasks": pages[0].tasks, "total": pages[0].total}
+        merged = sorted((t for p in pages for t in p.tasks), key=task_time, reverse=True)
+        return {"tasks": merged[:limit], "total": sum(p.total for p in pages)}
+
+    def tasks_json(self, filters: Filters, limit: int) -> str:
+        key = (filters, limit)
+        tasks_json = self._tasks_cache.get(key)
+        if tasks_json is None:
+            tasks_json = self._tasks_cache[key] = encode(self.task_list(filters, limit))
+        return tasks_json
+
+    def parts_json(self, *, fresh: bool) -> str:
+        now = self.io_loop.time()
+        cached = self._parts_cache
+        if not fresh and cached is not None and now - cached[0] < PARTS_MAX_AGE_SECONDS:
+            return cached[1]
+        parts_json = encode(self.parts())
+        self._parts_cache = (now, parts_json)
+        return parts_json
+
+    @staticmethod
+    def message(seq: int, parts_json: str, tasks_json: str, filters: Filters,
+                resync: bool = False) -> bytes:
+        head = encode({"type": "snapshot", "seq": seq, "time": time.time(),
+                       "filters": filters.as_json(), "resync": resync})
+        # Shared pieces are encoded once, then spliced in.
+        return f"{head[:-1]},{tasks_json[1:-1]},{parts_json[1:]}".encode()
+
+
+def task_time(task: dict[str, Any]) -> float:
+    return float(task.get("sent") or task.get("received") or task.get("started")
+                 or task.get("timestamp") or 0.0)
