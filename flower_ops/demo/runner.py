@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -21,10 +22,10 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Sequence
 
 from flower_ops.demo.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, free_port
 
@@ -79,7 +80,7 @@ class Child:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self, env: dict[str, str]) -> "Child":
+    def start(self, env: dict[str, str]) -> Child:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.args, env=env, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -92,10 +93,8 @@ class Child:
     def signal_group(self, signum: int) -> None:
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def stop(self, signum: int = signal.SIGTERM, timeout_seconds: float = STOP_TIMEOUT_SECONDS
              ) -> None:
@@ -103,16 +102,12 @@ class Child:
             return
         if self.process.poll() is None:
             self.signal_group(signum)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout_seconds)
-            except subprocess.TimeoutExpired:
-                pass
         # whatever is left in its group (pool processes, a child that ignored us)
         self.signal_group(signal.SIGKILL)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL does not time out
             self.process.wait(timeout_seconds)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not time out
-            pass
 
     def log_tail(self, lines: int = 25) -> str:
         try:

@@ -145,7 +145,7 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
     workers = WorkerService(state=index.state, inspected=flower_app.inspector.workers,
                             probed=probe.replies)
     configured_queues = [capp.conf.task_default_queue or "celery", *config.extra_queues,
-                         *(q.name for q in (capp.conf.task_queues or ()) if getattr(q, "name", None))]
+                         *(getattr(q, "name", None) for q in (capp.conf.task_queues or ()))]
     queues = QueueService(
         source=queue_source, transport=broker_url.split("://", 1)[0],
         queue_names=WatchedQueues(configured=configured_queues, consumed=workers.queue_names,
@@ -237,14 +237,14 @@ def prefixed(flower_app: Any, path: str) -> str:
 def _open_database(database: Database) -> None:
     try:
         database.open()
-    except Exception:  # noqa: BLE001 - the API answers 503 until it works
+    except Exception:
         logger.exception("could not open the PostgreSQL history (DATABASE_URL)")
 
 
 def _refresh_inspect(flower_app: Any) -> None:
     try:
         flower_app.update_workers()
-    except Exception:  # noqa: BLE001 - next tick retries; the API serves the cache
+    except Exception:
         logger.exception("worker inspect refresh failed")
 
 

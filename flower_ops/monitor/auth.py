@@ -24,8 +24,8 @@ from typing import Any
 
 import jwt
 
-from flower_ops.monitor.config import HMAC_ALGORITHMS, JwtConfig
 from flower_ops.core.errors import Forbidden, Unauthorized
+from flower_ops.monitor.config import HMAC_ALGORITHMS, JwtConfig
 
 logger = logging.getLogger(__name__)
 
@@ -141,11 +141,12 @@ class TokenAuthority:
 
     def _decode(self, token: str, key: Any, algorithms: list[str], *, audience: str | None,
                 issuer: str | None) -> dict[str, Any]:
-        options: dict[str, Any] = {"require": ["exp"], "verify_aud": audience is not None}
+        required = ["exp"]
         if issuer is not None:
-            options["require"] = ["exp", "iss"]
+            required.append("iss")
         if audience is not None:
-            options["require"] = [*options["require"], "aud"]
+            required.append("aud")
+        options: jwt.types.Options = {"require": required, "verify_aud": audience is not None}
         claims: dict[str, Any] = jwt.decode(
             token, key, algorithms=algorithms, audience=audience, issuer=issuer,
             options=options, leeway=self.config.leeway_seconds)

@@ -79,7 +79,7 @@ class MonitorConfig:
     alert_webhook_url: str | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "MonitorConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MonitorConfig:
         env = EnvReader(environ)
         return cls(
             redis_url=env.url("REDIS_URL", schemes=("redis", "rediss", "unix", "amqp", "amqps",

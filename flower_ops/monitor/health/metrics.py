@@ -95,7 +95,9 @@ class HealthCollector(Collector):
 
 
 def install_collector(health: HealthMonitor) -> HealthCollector:
-    global _collector
+    # Flower's /metrics serves prometheus_client's process-wide registry, so
+    # the collector is registered there once per process, then re-pointed.
+    global _collector  # noqa: PLW0603
     with _lock:
         if _collector is None:
             _collector = HealthCollector()

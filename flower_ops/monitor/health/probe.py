@@ -37,12 +37,8 @@ class WorkerProbe:
         """Blocking: one broadcast, the replies by hostname."""
         answers = self.capp.control.broadcast(COMMAND_NAME, reply=True,
                                               timeout=self.timeout_seconds) or []
-        replies: dict[str, dict[str, Any]] = {}
-        for answer in answers:
-            for hostname, reply in (answer or {}).items():
-                if isinstance(reply, dict) and "error" not in reply:
-                    replies[hostname] = reply
-        return replies
+        return {hostname: reply for answer in answers for hostname, reply in (answer or {}).items()
+                if isinstance(reply, dict) and "error" not in reply}
 
     def tick(self) -> None:
         """Timer callback on the IOLoop thread."""

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flower_ops.monitor.http import openapi
 from flower_ops.core.lifecycle import TASK_STATES
+from flower_ops.monitor.http import openapi
 
 _NULLABLE_STRING = {"type": "string", "nullable": True}
 _TASK_ID = {"name": "task_id", "in": "path", "required": True,

@@ -6,11 +6,11 @@ from typing import Any
 
 from flower_ops.core.errors import InvalidQuery
 from flower_ops.monitor.auth import RequestAuth
+from flower_ops.monitor.health.alerts import KINDS, SEVERITIES
 from flower_ops.monitor.health.monitor import HealthMonitor
 from flower_ops.monitor.http.base import API_BASE, ApiHandler, HttpPart
-from flower_ops.monitor.http.params import parse_int
 from flower_ops.monitor.http.openapi import errors, ok
-from flower_ops.monitor.health.alerts import KINDS, SEVERITIES
+from flower_ops.monitor.http.params import parse_int
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 5000

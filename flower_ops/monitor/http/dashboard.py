@@ -142,7 +142,7 @@ def _content_security_policy(host: str) -> str:
 class MonitoringPage(FlowerBaseHandler):
     """``/monitoring``: behind Flower's own auth (basic auth or OAuth)."""
 
-    def initialize(self, *, api_base: str, static_base: str,  # type: ignore[override]
+    def initialize(self, *, api_base: str, static_base: str,
                    snapshot_seconds: float) -> None:
         self.api_base = api_base
         self.static_base = static_base

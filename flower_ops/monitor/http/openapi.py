@@ -23,13 +23,16 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"200": {"description": description, "content": {"application/json": {"schema": schema}}}}
+    return {"200": {"description": description,
+                    "content": {"application/json": {"schema": schema}}}}
 
 
+INTEGER = {"type": "integer"}
+TASK_SUMMARY_REF = {"$ref": "#/components/schemas/TaskSummary"}
 NULLABLE_NUMBER = {"type": "number", "nullable": True}
 NULLABLE_STRING = {"type": "string", "nullable": True}
 NULLABLE_INT = {"type": "integer", "nullable": True}
-ANY = {}
+ANY: dict[str, Any] = {}
 
 TASK_SUMMARY: dict[str, Any] = {
     "type": "object",
@@ -89,7 +92,7 @@ BASE: dict[str, Any] = {
                                      "tasks": {"type": "object", "properties": {
                                          "total": {"type": "integer"},
                                          "by_state": {"type": "object",
-                                                      "additionalProperties": {"type": "integer"}}}},
+                                                      "additionalProperties": INTEGER}}},
                                      "throughput": {"type": "object"},
                                      "success_rate": NULLABLE_NUMBER,
                                      "runtime": {"type": "object"},
@@ -144,8 +147,7 @@ BASE: dict[str, Any] = {
             ],
             "responses": {**_ok({"type": "object", "required": ["tasks", "total", "next"],
                                  "properties": {
-                                     "tasks": {"type": "array",
-                                               "items": {"$ref": "#/components/schemas/TaskSummary"}},
+                                     "tasks": {"type": "array", "items": TASK_SUMMARY_REF},
                                      "total": {"type": "integer"},
                                      "next": NULLABLE_STRING,
                                      "source": {"type": "string"}}}),

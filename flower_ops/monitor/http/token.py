@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from base64 import b64decode
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from flower.utils.authentication import authenticate

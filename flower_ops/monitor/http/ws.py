@@ -29,7 +29,6 @@ from flower_ops.monitor.live.filters import parse_filters, parse_limit
 from flower_ops.monitor.live.protocol import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED
 from flower_ops.monitor.live.subscriber import Subscriber
 
-
 logger = logging.getLogger(__name__)
 
 PATH = f"{API_BASE}/ws"
@@ -137,15 +136,16 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
 
     def _write_frame(self, payload: bytes) -> Any:
         connection = self.ws_connection
-        if connection is None or connection.is_closing():
+        stream = getattr(connection, "stream", None)
+        if connection is None or stream is None or connection.is_closing():
             raise tornado.websocket.WebSocketClosedError()
-        return connection.stream.write(self.frames.frame(payload))  # type: ignore[attr-defined, union-attr]
+        return stream.write(self.frames.frame(payload))
 
     def _query_resume(self) -> int | None:
         # Only the resume position is read from the URL; never a token.
         raw = self.get_query_argument("resume", None)
         try:
-            return int(raw) if raw not in (None, "") else None  # type: ignore[arg-type]
+            return int(raw) if raw not in (None, "") else None
         except ValueError:
             return None
 

@@ -39,7 +39,7 @@ class Filters:
     def queries(self, limit: int) -> list[TaskQuery]:
         """Index queries whose union is this filter (the index takes one name/queue)."""
         names: Iterable[str | None] = sorted(self.names) or [None]
-        queues = sorted(self.queues) or [None]
+        queues: Iterable[str | None] = sorted(self.queues) or [None]
         return [TaskQuery(states=self.states, name=n, queue=q, limit=limit)
                 for n in names for q in queues]
 

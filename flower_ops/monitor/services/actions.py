@@ -6,9 +6,10 @@ Every action runs in three steps:
    PostgreSQL row, the result backend; the state further along wins.
 2. *Decide* per task: allowed, 409 (state, already retried, arguments not
    exactly known) or 404. A dry run stops here.
-3. *Do* it (here, with ``celery_gateway.CeleryGateway`` for the broker) so that nothing is left half done: the database writes (row,
-   history, audit) are made in a transaction that commits only after the
-   broker accepted the revoke or the new task message; when the broker
+3. *Do* it (here, with ``celery_gateway.CeleryGateway`` for the broker) so
+   that nothing is left half done: the database writes (row, history,
+   audit) are made in a transaction that commits only after the broker
+   accepted the revoke or the new task message; when the broker
    refuses, the transaction rolls back and the answer is 503. A database
    that cannot be reached fails the action before anything is sent.
 """
@@ -114,7 +115,8 @@ class TaskActionService:
 
     # -- step 3: do (blocking; runs on the plugin's executor) -----------------------
 
-    def _execute(self, action: str, decisions: list[Decision], subject: str) -> list[dict[str, Any]]:
+    def _execute(self, action: str, decisions: list[Decision],
+                 subject: str) -> list[dict[str, Any]]:
         allowed = [d for d in decisions if d.outcome == "allowed"]
         refused = [d for d in decisions if d.outcome != "allowed"]
         done: dict[str, dict[str, Any]] = {}
@@ -123,10 +125,7 @@ class TaskActionService:
                 done = self._cancel_all(allowed, subject)
             else:
                 done = self._retry_each(allowed, subject)
-        results = []
-        for decision in decisions:
-            results.append(done[decision.task_id] if decision.task_id in done
-                           else _refusal(decision))
+        results = [done[d.task_id] if d.task_id in done else _refusal(d) for d in decisions]
         # Refusals are audited too: who tried what, and why it was refused.
         self._audit_best_effort([
             AuditRecord(subject, action, d.task_id, "rejected",

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from flower_ops.core.errors import Unavailable
-from flower_ops.monitor.sources.queue_depths import BrokerSnapshot, QueueSource
 from flower_ops.monitor.sources.flower_state import task_queue
+from flower_ops.monitor.sources.queue_depths import BrokerSnapshot, QueueSource
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,8 @@ class WatchedQueues:
     """Which queues ``/queues`` reads: the app's configured ones, the ones set
     in ``FLOWER_OPS_QUEUES``, those workers consume and those tasks went to."""
 
-    def __init__(self, *, configured: Iterable[str], consumed: Callable[[], Iterable[str]],
+    def __init__(self, *, configured: Iterable[str | None],
+                 consumed: Callable[[], Iterable[str]],
                  seen: Callable[[], Iterable[str]]) -> None:
         self._configured = frozenset(n for n in configured if n)
         self._consumed = consumed

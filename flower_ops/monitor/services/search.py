@@ -96,7 +96,7 @@ class SearchTexts:
                     # Matches everywhere: testing each remaining text beats a
                     # find and a bisect per match
                     rest = index + 1
-                    found.update(u for u, text in zip(uuids[rest:], chunk.texts[rest:])
+                    found.update(u for u, text in zip(uuids[rest:], chunk.texts[rest:], strict=True)
                                  if u is not None and needle in text)
                     break
                 if index + 1 == len(starts):

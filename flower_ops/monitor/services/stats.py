@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from flower_ops.core.lifecycle import TASK_STATES
 from flower_ops.monitor.sources.task_index import TaskIndex
@@ -20,7 +21,7 @@ RUNTIME_SAMPLES = 1000
 def percentile(sorted_values: list[float], fraction: float) -> float:
     if not sorted_values:
         return 0.0
-    rank = max(0, min(len(sorted_values) - 1, int(round(fraction * (len(sorted_values) - 1)))))
+    rank = max(0, min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1))))
     return sorted_values[rank]
 
 

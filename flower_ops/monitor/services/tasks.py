@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flower_ops.core.errors import InvalidQuery, NotConfigured, NotFound
 from flower_ops.core.lifecycle import FINAL_STATES, TIMESTAMP_FIELDS
-from flower_ops.core.query import TaskPage, TaskQuery
 from flower_ops.core.payload import decode_args
+from flower_ops.core.query import TaskPage, TaskQuery
+from flower_ops.monitor.services.search import SearchTexts
 from flower_ops.monitor.sources.flower_state import task_queue, task_worker
 from flower_ops.monitor.sources.task_index import TaskIndex
-from flower_ops.monitor.services.search import SearchTexts
 
 if TYPE_CHECKING:
     from flower_ops.db.history import PgHistory
@@ -140,8 +141,8 @@ class TaskQueryService:
     retry links) when both know a task.
     """
 
-    def __init__(self, *, index: TaskIndex, history: "PgHistory | None",
-                 run_blocking: Callable[..., "asyncio.Future[Any]"]) -> None:
+    def __init__(self, *, index: TaskIndex, history: PgHistory | None,
+                 run_blocking: Callable[..., asyncio.Future[Any]]) -> None:
         self.index = index
         self.history = history
         self._run_blocking = run_blocking
@@ -187,7 +188,7 @@ class TaskQueryService:
                 stored = await self._run_blocking(self.history.get_task, task_id)
             except NotFound:
                 stored = None
-            except Exception:  # noqa: BLE001 - memory still answers when the DB is down
+            except Exception:
                 if task is None:
                     raise
         if task is None and stored is None:
@@ -212,7 +213,7 @@ class TaskQueryService:
             detail["source"] = "memory+db"
         return detail
 
-    def _require_history(self) -> "PgHistory":
+    def _require_history(self) -> PgHistory:
         if self.history is None:
             raise NotConfigured("task history needs DATABASE_URL", {"setting": "DATABASE_URL"})
         return self.history

@@ -5,14 +5,16 @@ the background on a timer and requests are answered from the cache, with its
 age, never waiting on a broadcast.
 
 ``probed`` holds the replies of our own ``flower_ops_stats`` command
-(``health/probe.py``'s ``WorkerProbe.replies``): current RSS per process, active and reserved counts.
+(``health/probe.py``'s ``WorkerProbe.replies``): current RSS per process,
+active and reserved counts.
 Workers that do not run ``instrument(app)`` never answer it; for them memory
 is Celery's ``rusage.maxrss`` (labelled ``max_rss``).
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # A probe reply older than this is not used for live counts
 PROBE_FRESH_SECONDS = 60.0

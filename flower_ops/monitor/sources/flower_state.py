@@ -12,7 +12,6 @@ from typing import Any
 
 from flower.events import EventsState
 
-
 HEAP_TRIM_FRACTION = 64
 
 
@@ -67,7 +66,7 @@ class IndexedEventsState(EventsState):
 def attach(state: EventsState) -> IndexedEventsState:
     if not isinstance(state, IndexedEventsState):
         state.__class__ = IndexedEventsState
-    indexed: IndexedEventsState = state  # type: ignore[assignment]
+    indexed: IndexedEventsState = state
     if not hasattr(indexed, "_flower_ops_listeners"):
         indexed._flower_ops_listeners = []
     return indexed

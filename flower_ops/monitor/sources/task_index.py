@@ -108,7 +108,7 @@ class TaskIndex:
             self._key_of[uuid] = key
             self._uuid_of[key] = uuid
             self._all.add(key)
-        for dim, old_value, new_value in zip(DIMENSIONS, old or (None,) * 4, attrs):
+        for dim, old_value, new_value in zip(DIMENSIONS, old or (None,) * 4, attrs, strict=True):
             if old_value == new_value:
                 continue
             if old_value is not None:
@@ -129,7 +129,7 @@ class TaskIndex:
             return
         del self._uuid_of[key]
         self._all.discard(key)
-        for dim, value in zip(DIMENSIONS, self._attrs.pop(uuid)):
+        for dim, value in zip(DIMENSIONS, self._attrs.pop(uuid), strict=True):
             if value is not None:
                 self._discard(dim, value, key)
 
@@ -208,7 +208,8 @@ class TaskIndex:
             if value is not None:
                 bucket = self._buckets[dim].get(value)
                 constraints.append((position, [bucket] if bucket is not None else [], value))
-        if any(not buckets for _, buckets, _ in constraints) or candidates is not None and not candidates:
+        if any(not buckets for _, buckets, _ in constraints) or (
+                candidates is not None and not candidates):
             return None, []
         constraints.sort(key=lambda c: sum(len(b) for b in c[1]))
         walk = constraints[0][1] if constraints else [self._all]
