@@ -27,6 +27,13 @@ OPEN_STATUSES = ("pending", "received", "started", "retry")
 # field of the API's task (``started``) and a column (``started_at``).
 TIMESTAMP_FIELDS = ("sent", "received", "started", "succeeded", "failed", "retried", "revoked")
 
+# Celery state -> the lifecycle timestamp that records reaching it
+STATE_TIME_FIELDS = {
+    "PENDING": "sent", "RECEIVED": "received", "STARTED": "started", "SUCCESS": "succeeded",
+    "FAILURE": "failed", "RETRY": "retried", "REVOKED": "revoked",
+}
+TIME_FIELD_STATES = {field: state for state, field in STATE_TIME_FIELDS.items()}
+
 # Celery event type -> (Celery state, the lifecycle timestamp it sets)
 EVENT_STATES = {
     "task-sent": ("PENDING", "sent"),
@@ -36,7 +43,7 @@ EVENT_STATES = {
     "task-failed": ("FAILURE", "failed"),
     "task-retried": ("RETRY", "retried"),
     "task-revoked": ("REVOKED", "revoked"),
-    "task-rejected": ("FAILURE", "failed"),
+    "task-rejected": ("FAILURE", "failed"),   # a worker refused it: it will not run
 }
 
 # How far along a status is. Final statuses rank from FINAL_RANK up; among

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flower_ops.core.errors import InvalidQuery, NotConfigured, NotFound
-from flower_ops.core.lifecycle import FINAL_STATES, TIMESTAMP_FIELDS
+from flower_ops.core.lifecycle import FINAL_STATES, TIME_FIELD_STATES, TIMESTAMP_FIELDS
 from flower_ops.core.payload import decode_args
 from flower_ops.core.query import TaskPage, TaskQuery
 from flower_ops.monitor.services.search import SearchTexts
@@ -31,9 +31,8 @@ def _decoded(value: Any) -> Any:
 
 def _history(task: Any) -> list[dict[str, Any]]:
     """Transitions from the lifecycle timestamps Flower keeps (memory only)."""
-    names = {"sent": "PENDING", "received": "RECEIVED", "started": "STARTED",
-             "succeeded": "SUCCESS", "failed": "FAILURE", "retried": "RETRY",
-             "revoked": "REVOKED", "rejected": "REJECTED"}
+    # Flower also keeps "rejected" (task-rejected), a step of its own here
+    names = {**TIME_FIELD_STATES, "rejected": "REJECTED"}
     steps = [{"state": state, "timestamp": getattr(task, field)}
              for field, state in names.items() if getattr(task, field, None)]
     # task-sent is emitted after publishing, so its clock may read later than
