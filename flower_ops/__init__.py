@@ -17,4 +17,4 @@ def install(flower_app: Any, config: Any = None) -> Any:
     return _install(flower_app, config)
 
 
-__all__ = ["install", "instrument", "__version__"]
+__all__ = ["__version__", "install", "instrument"]

@@ -65,7 +65,7 @@ class RevocationMarkers:
             return
         now = time.time()
         pipe = client.pipeline()
-        pipe.zadd(self.key, {task_id: now for task_id in ids})
+        pipe.zadd(self.key, dict.fromkeys(ids, now))
         pipe.zremrangebyscore(self.key, "-inf", now - self.ttl_seconds)
         pipe.expire(self.key, int(self.ttl_seconds) + 60)
         pipe.execute()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+
 @dataclass(frozen=True)
 class TaskQuery:
     """Filters, order and page of a task listing (``GET /tasks``)."""

@@ -18,11 +18,11 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from flower_ops.core.errors import Unavailable
+from flower_ops.core.lifecycle import STATE_TO_STATUS, STATUS_TO_STATE
 from flower_ops.db.jsonsafe import clean_text, holds_nul, jsonb_dumps
 from flower_ops.db.pool import Database
 from flower_ops.db.schema import AUDIT, EXECUTIONS, HISTORY, STATUS_ADVANCES
-from flower_ops.core.errors import Unavailable
-from flower_ops.core.lifecycle import STATE_TO_STATUS, STATUS_TO_STATE
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from flower_ops.core.errors import InvalidQuery
-from flower_ops.db.pool import Database
-from flower_ops.db.schema import EXECUTION_COLUMNS, EXECUTIONS, HISTORY, TIME_COLUMNS
 from flower_ops.core.lifecycle import STATE_TO_STATUS, STATUS_TO_STATE
 from flower_ops.core.query import TaskPage, TaskQuery
+from flower_ops.db.pool import Database
+from flower_ops.db.schema import EXECUTION_COLUMNS, EXECUTIONS, HISTORY, TIME_COLUMNS
 
 MAX_CHILDREN = 1000
 
