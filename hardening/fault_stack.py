@@ -4,9 +4,12 @@
   broker has it, so a restart keeps queued messages and stored results) and
   PostgreSQL, so the suite may kill and restart them without touching the
   machine's servers.
-* ``Stack`` — the real processes of one scenario: Celery workers, the monitor
-  (``celery -A tests.apps.automation flower-ops``) and the sync worker
-  (``python -m sync_worker``), connected directly or through ``TcpProxy``.
+* ``FaultStack`` — the real processes of one scenario: Celery workers, the
+  monitor (``celery -A testing.apps.automation flower-ops``) and the sync worker
+  (``python -m sync_worker``), built from ``testing.processes`` and connected
+  directly or through ``testing.tcp_proxy.TcpProxy``. Unlike
+  ``testing.stack.Stack`` it runs several workers, replaces processes mid-run
+  and pings on fresh connections (a restarted Redis kills pooled ones).
 * ``Burst`` — a thread publishing a paced mix of tasks (successes, failures,
   retries that end either way, slow ones).
 * ``Truth`` and ``expectation`` — what the result backend says about each task
@@ -30,12 +33,11 @@ from celery import Celery
 
 from flower_ops import instrument
 from flower_ops.demo.embedded import EmbeddedPostgres, EmbeddedRedis
-from tests.support.processes import CeleryWorker, Monitor, SyncWorkerProcess
-from tests.support.tcp_proxy import TcpProxy
+from testing.processes import CeleryWorker, Monitor, SyncWorkerProcess
+from testing.tcp_proxy import TcpProxy
 
 logger = logging.getLogger("hardening.faults")
 
-APP_MODULE = "tests.apps.automation"
 PROBE_QUEUE = "faults-probe"    # probes skip the burst's backlog
 FINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 STATE_TO_STATUS = {"PENDING": "pending", "RECEIVED": "received", "STARTED": "started",
@@ -88,7 +90,7 @@ def harness_app(redis_url: str) -> Celery:
 
 
 # -- the processes ---------------------------------------------------------------
-class Stack:
+class FaultStack:
     """Workers, monitor and sync worker of one scenario."""
 
     def __init__(self, services: PrivateServices, *, redis_db: int, database: str,
@@ -121,17 +123,17 @@ class Stack:
                                  env=self.sync_env)
 
     def new_worker(self, hostname: str | None = None) -> CeleryWorker:
-        return CeleryWorker(self.broker_url, app=APP_MODULE, queues=("celery", PROBE_QUEUE),
+        return CeleryWorker(self.broker_url, queues=("celery", PROBE_QUEUE),
                             concurrency=self.concurrency,
                             hostname=hostname or f"faults-{uuid.uuid4().hex[:6]}@faults")
 
     def new_monitor(self, port: int | None = None) -> Monitor:
-        return Monitor(self.broker_url, app=APP_MODULE, port=port,
+        return Monitor(self.broker_url, port=port,
                        env={"DATABASE_URL": self.product_db_url,
                             "FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "5",
                             "FLOWER_OPS_QUEUE_REFRESH_SECONDS": "1"})
 
-    def start(self, *, timeout_seconds: float = 90.0) -> Stack:
+    def start(self, *, timeout_seconds: float = 90.0) -> FaultStack:
         self.sync.start()
         for worker in self.workers:
             worker.start()

@@ -2,7 +2,7 @@
 
 For each fault: a private Redis and PostgreSQL (``fault_stack.PrivateServices``,
 so they can be killed and restarted), real Celery workers, the real monitor
-(``celery -A tests.apps.automation flower-ops``) and the real sync worker
+(``celery -A testing.apps.automation flower-ops``) and the real sync worker
 (``python -m sync_worker``); a burst of tasks (successes, failures, retries
 ending either way, slow ones); the fault injected when half the burst is
 published and something is running; then:
@@ -50,9 +50,9 @@ from hardening.fault_stack import (
     PROBE_QUEUE,
     Burst,
     Expectation,
+    FaultStack,
     MonitorClient,
     PrivateServices,
-    Stack,
     Truth,
     declared_lost,
     done_epoch,
@@ -132,7 +132,7 @@ class Injection:
 
 
 # -- the faults ----------------------------------------------------------------------
-def _kill_sync(stack: Stack, s: FaultSettings) -> Injection:
+def _kill_sync(stack: FaultStack, s: FaultSettings) -> Injection:
     stack.sync.kill()
     stack.retired.append(stack.sync)
     time.sleep(s.outage_seconds)
@@ -143,7 +143,7 @@ def _kill_sync(stack: Stack, s: FaultSettings) -> Injection:
                                        f"after {s.outage_seconds:g}s")
 
 
-def _kill_monitor(stack: Stack, s: FaultSettings) -> Injection:
+def _kill_monitor(stack: FaultStack, s: FaultSettings) -> Injection:
     port = stack.monitor.port
     stack.monitor.kill()
     stack.retired.append(stack.monitor)
@@ -155,7 +155,7 @@ def _kill_monitor(stack: Stack, s: FaultSettings) -> Injection:
                                        f"after {s.outage_seconds:g}s")
 
 
-def _kill_worker(stack: Stack, s: FaultSettings) -> Injection:
+def _kill_worker(stack: FaultStack, s: FaultSettings) -> Injection:
     victim = stack.workers[0]
     victim.kill()            # the whole process group: main process and pool children
     stack.retired.append(victim)
@@ -168,7 +168,7 @@ def _kill_worker(stack: Stack, s: FaultSettings) -> Injection:
                                        f"{s.outage_seconds:g}s", victim=victim.hostname)
 
 
-def _restart_redis(stack: Stack, s: FaultSettings) -> Injection:
+def _restart_redis(stack: FaultStack, s: FaultSettings) -> Injection:
     redis = stack.services.redis
     redis.kill()
     time.sleep(s.outage_seconds)
@@ -177,7 +177,7 @@ def _restart_redis(stack: Stack, s: FaultSettings) -> Injection:
                                        f"{s.outage_seconds:g}s (append-only file on)")
 
 
-def _restart_postgres(stack: Stack, s: FaultSettings) -> Injection:
+def _restart_postgres(stack: FaultStack, s: FaultSettings) -> Injection:
     postgres = stack.services.postgres
     postgres.stop()          # fast shutdown: every session is terminated
     time.sleep(s.outage_seconds)
@@ -186,9 +186,9 @@ def _restart_postgres(stack: Stack, s: FaultSettings) -> Injection:
                                        f"after {s.outage_seconds:g}s")
 
 
-def _cut(proxy_of: Callable[[Stack], Any], what: str) -> Callable[[Stack, FaultSettings],
-                                                                  Injection]:
-    def inject(stack: Stack, s: FaultSettings) -> Injection:
+def _cut(proxy_of: Callable[[FaultStack], Any], what: str
+         ) -> Callable[[FaultStack, FaultSettings], Injection]:
+    def inject(stack: FaultStack, s: FaultSettings) -> Injection:
         proxy = proxy_of(stack)
         proxy.refuse(True)
         cut = proxy.cut()
@@ -199,9 +199,9 @@ def _cut(proxy_of: Callable[[Stack], Any], what: str) -> Callable[[Stack, FaultS
     return inject
 
 
-def _stall(proxy_of: Callable[[Stack], Any], what: str) -> Callable[[Stack, FaultSettings],
-                                                                    Injection]:
-    def inject(stack: Stack, s: FaultSettings) -> Injection:
+def _stall(proxy_of: Callable[[FaultStack], Any], what: str
+           ) -> Callable[[FaultStack, FaultSettings], Injection]:
+    def inject(stack: FaultStack, s: FaultSettings) -> Injection:
         proxy = proxy_of(stack)
         proxy.stall(True)
         time.sleep(s.stall_seconds)
@@ -214,7 +214,7 @@ def _stall(proxy_of: Callable[[Stack], Any], what: str) -> Callable[[Stack, Faul
 @dataclass(frozen=True)
 class Fault:
     name: str
-    inject: Callable[[Stack, FaultSettings], Injection]
+    inject: Callable[[FaultStack, FaultSettings], Injection]
     redis_via_proxy: bool = False
     pg_via_proxy: bool = False
     resubscribes: bool = False         # the sync worker must subscribe to events again
@@ -238,7 +238,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
 class Recovery:
     """Polls every process after the lift until each works again."""
 
-    def __init__(self, stack: Stack, fault: Fault, lifted_at: float,
+    def __init__(self, stack: FaultStack, fault: Fault, lifted_at: float,
                  listening_before: int) -> None:
         self.stack = stack
         self.lifted_at = lifted_at
@@ -337,7 +337,7 @@ def run_fault(fault: Fault, services: PrivateServices, settings: FaultSettings, 
     database = f"faults_{fault.name.replace('-', '_')}_{os.getpid()}"
     services.create_database(database)
     services.redis.start()          # a previous scenario may have left it stopped
-    stack = Stack(services, redis_db=redis_db, database=database,
+    stack = FaultStack(services, redis_db=redis_db, database=database,
                   redis_via_proxy=fault.redis_via_proxy, pg_via_proxy=fault.pg_via_proxy,
                   sync_env=settings.sync_env, workers=settings.workers,
                   concurrency=settings.concurrency)
@@ -368,7 +368,7 @@ def run_fault(fault: Fault, services: PrivateServices, settings: FaultSettings, 
     return result
 
 
-def _run(fault: Fault, stack: Stack, s: FaultSettings, result: FaultResult,
+def _run(fault: Fault, stack: FaultStack, s: FaultSettings, result: FaultResult,
          log: Callable[[str], None]) -> None:
     truth = Truth(stack.app)
     burst = Burst(stack.app, plan_burst(s.tasks, slow_max_seconds=s.slow_max_seconds),
@@ -430,7 +430,7 @@ def _problems(expected: dict[str, Expectation], rows: dict[str, Any]) -> dict[st
     return out
 
 
-def _settle_and_compare(stack: Stack, truth: Truth, recovery: Recovery, ids: list[str],
+def _settle_and_compare(stack: FaultStack, truth: Truth, recovery: Recovery, ids: list[str],
                         kinds: dict[str, str], s: FaultSettings, result: FaultResult) -> None:
     """Poll the backend and the rows until the backend has settled and the
     rows match it (or time runs out), probing recovery meanwhile.
@@ -521,7 +521,7 @@ def _settle_and_compare(stack: Stack, truth: Truth, recovery: Recovery, ids: lis
                                   f"{problem}")
 
 
-def _check_monitor(stack: Stack, truth: Truth, ids: list[str], final_before: list[str],
+def _check_monitor(stack: FaultStack, truth: Truth, ids: list[str], final_before: list[str],
                    fault: Fault, result: FaultResult) -> None:
     """The monitor's view of every task after recovery. Tasks that were final
     before the fault must be found with their true state (from PostgreSQL

@@ -1,7 +1,7 @@
 """API fuzzing: schemathesis against the OpenAPI document of a real stack.
 
 ``./dev suite fuzz [--max-examples N] [--seed S] [--operation TEXT]`` starts a
-real stack (a Celery worker, ``celery -A tests.apps.automation flower-ops``
+real stack (a Celery worker, ``celery -A testing.apps.automation flower-ops``
 with ``DATABASE_URL`` and ``JWT_SECRET``, the sync worker), seeds tasks in
 every state (some only PostgreSQL still knows: the monitor is restarted after
 they are written), loads ``/api/automation/monitoring/openapi.json`` and
@@ -42,7 +42,6 @@ import argparse
 import base64
 import contextlib
 import json
-import os
 import secrets
 import sys
 import time
@@ -77,8 +76,10 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from tests.support.processes import CeleryWorker, Monitor, wait_for
-from tests.test_sync_worker import SyncProcess
+from testing.settings import FAST_MONITOR_REFRESH, FAST_SYNC_WORKER
+from testing.stack import Stack
+from testing.stack import running_stack as running_harness_stack
+from testing.waiting import wait_for
 
 DEFAULT_MAX_EXAMPLES = 1000
 JWT_ISSUER = "fuzz-issuer"
@@ -96,69 +97,29 @@ REQUEST_TIMEOUT_SECONDS = 30.0
 # -- the stack ---------------------------------------------------------------------
 
 
-@dataclass
-class FuzzStack:
-    app: Any
-    broker_url: str
-    database_url: str
-    worker: CeleryWorker
-    monitor: Monitor
-    sync: SyncProcess
-    jwt_secret: str
-    monitor_env: dict[str, str]
-
-    @property
-    def api(self) -> str:
-        return self.monitor.api
-
-    def restart_monitor(self) -> None:
-        """A fresh monitor: Flower's memory is empty, PostgreSQL still has every row."""
-        self.monitor.stop()
-        self.monitor = Monitor(self.broker_url, env=self.monitor_env)
-        self.monitor.start()
-        self.monitor.wait_ready()
+def jwt_secret(stack: Stack) -> str:
+    """The key the stack's monitor verifies tokens with."""
+    return stack.monitor_env["JWT_SECRET"]
 
 
 @contextlib.contextmanager
-def running_stack(*, broker_url: str, database_url: str) -> Iterator[FuzzStack]:
+def running_stack(*, broker_url: str, database_url: str) -> Iterator[Stack]:
     """A worker, the sync worker and a monitor (with PostgreSQL and a JWT key)
     on ``broker_url`` (a Redis db of its own, flushed here) and ``database_url``."""
-    import redis
-
-    redis.Redis.from_url(broker_url).flushdb()
-    os.environ["REDIS_URL"] = broker_url
-    from tests.apps import automation
-
-    automation.app.conf.broker_url = broker_url
-    automation.app.conf.result_backend = broker_url
     secret = secrets.token_urlsafe(48)   # 64 characters: enough for HS512 too
     monitor_env = {
+        **FAST_MONITOR_REFRESH,
         "DATABASE_URL": database_url, "JWT_SECRET": secret, "JWT_ISSUER": JWT_ISSUER,
         "JWT_AUDIENCE": JWT_AUDIENCE, "FLOWER_OPS_QUEUES": "parked",
         # small bulk batches: a fuzzed bulk retry must not flood the worker
         "FLOWER_OPS_BULK_MAX_TASKS": "10",
-        "FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "2", "FLOWER_OPS_QUEUE_REFRESH_SECONDS": "0.5",
         # real alerts in /stats and /alerts: sleeping tasks are stuck, "parked" backs up
         "FLOWER_OPS_STUCK_TASK_SECONDS": "3", "FLOWER_OPS_BACKLOG_MESSAGES": "2",
     }
-    sync = SyncProcess(redis_url=broker_url, database_url=database_url)
-    worker = CeleryWorker(broker_url, concurrency=3)
-    monitor = Monitor(broker_url, env=monitor_env)
-    for process in (sync, worker, monitor):
-        process.start()
-    stack = FuzzStack(app=automation.app, broker_url=broker_url, database_url=database_url,
-                      worker=worker, monitor=monitor, sync=sync, jwt_secret=secret,
-                      monitor_env=monitor_env)
-    try:
-        sync.wait_listening()
-        worker.wait_ready(automation.app)
-        monitor.wait_ready()
+    with running_harness_stack(broker_url=broker_url, database_url=database_url,
+                               monitor_env=monitor_env, sync_env=FAST_SYNC_WORKER,
+                               concurrency=3) as stack:
         yield stack
-    finally:
-        stack.monitor.stop()
-        worker.stop()
-        sync.stop()
-        redis.Redis.from_url(broker_url).flushdb()
 
 
 # -- tasks in every state ------------------------------------------------------------
@@ -169,7 +130,7 @@ class TaskSeeder:
 
     RECENT = 40
 
-    def __init__(self, stack: FuzzStack, token: str) -> None:
+    def __init__(self, stack: Stack, token: str) -> None:
         self.stack = stack
         self.token = token
         self.ids: list[str] = []
@@ -185,7 +146,7 @@ class TaskSeeder:
         return mixed + recent[shorter:] + self.db_only[shorter:]
 
     def seed(self) -> list[str]:
-        from tests.apps import automation
+        from testing.apps import automation
 
         sent = [
             automation.add.delay(2, 3),                                     # SUCCESS
@@ -206,7 +167,7 @@ class TaskSeeder:
 
     def seed_cancellable(self) -> list[str]:
         """Tasks that stay PENDING or RECEIVED until someone cancels them."""
-        from tests.apps import automation
+        from testing.apps import automation
 
         sent = [
             automation.sleep.apply_async((0.1,), queue="parked"),            # PENDING
@@ -227,7 +188,7 @@ class TaskSeeder:
         self.ids = [i for i in self.ids if i not in set(ids)]
 
     def _rows(self, ids: list[str]) -> int:
-        with psycopg.connect(self.stack.database_url) as conn:
+        with psycopg.connect(self.stack.require_database_url()) as conn:
             row = conn.execute("SELECT count(*) FROM automation.job_executions "
                                "WHERE execution_id = ANY(%s)", (ids,)).fetchone()
         return int(row[0]) if row else 0
@@ -632,9 +593,9 @@ def format_report(report: FuzzReport) -> str:
 class FuzzSession:
     """A seeded stack, its credentials, and fuzzers over it."""
 
-    def __init__(self, stack: FuzzStack) -> None:
+    def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.bearer = bearer_credentials(stack.jwt_secret)
+        self.bearer = bearer_credentials(jwt_secret(stack))
         user, password = stack.monitor.basic_auth or ("admin", "admin123")
         self.basic = basic_credentials(user, password)
         full = self.bearer[0].authorization
@@ -677,21 +638,22 @@ class FuzzSession:
         return report
 
 
-def fuzz_stack(stack: FuzzStack, *, max_examples: int, seed: int,
+def fuzz_stack(stack: Stack, *, max_examples: int, seed: int,
                operation_filter: str | None = None, progress: TextIO | None = None) -> FuzzReport:
     """Seed ``stack`` with tasks in every state and fuzz every operation."""
     return FuzzSession(stack).run(max_examples=max_examples, seed=seed,
                                   operation_filter=operation_filter, progress=progress)
 
 
-def stack_problems(stack: FuzzStack, authorization: str) -> list[str]:
+def stack_problems(stack: Stack, authorization: str) -> list[str]:
     """What fuzzing broke: a process that died, or a task that no longer
     reaches the API and PostgreSQL (e.g. a sync worker whose writer died)."""
-    from tests.apps import automation
+    from testing.apps import automation
 
+    sync, database_url = stack.require_sync(), stack.require_database_url()
     problems = [f"{name} exited:\n{process.output()[-2000:]}"
                 for name, process in (("monitor", stack.monitor), ("worker", stack.worker),
-                                      ("sync worker", stack.sync)) if not process.alive()]
+                                      ("sync worker", sync)) if not process.alive()]
     if problems:
         return problems
     probe = automation.add.delay(20, 22)
@@ -701,7 +663,7 @@ def stack_problems(stack: FuzzStack, authorization: str) -> list[str]:
         response = requests.get(f"{stack.api}/tasks/{probe.id}", headers=headers, timeout=10)
         if response.status_code != 200 or response.json().get("state") != "SUCCESS":
             return False
-        with psycopg.connect(stack.database_url) as conn:
+        with psycopg.connect(database_url) as conn:
             row = conn.execute("SELECT status FROM automation.job_executions "
                                "WHERE execution_id = %s", (probe.id,)).fetchone()
         return row is not None and row[0] == "success"
@@ -710,7 +672,7 @@ def stack_problems(stack: FuzzStack, authorization: str) -> list[str]:
         wait_for(done, timeout_seconds=60, interval_seconds=0.5,
                  message="a new task as SUCCESS in the API and in PostgreSQL")
     except AssertionError as exc:
-        problems.append(f"{exc}\nsync worker log:\n{stack.sync.output()[-2000:]}")
+        problems.append(f"{exc}\nsync worker log:\n{sync.output()[-2000:]}")
     return problems
 
 
@@ -725,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
 
-    from tests.support.services import start_postgres, start_redis
+    from testing.services import start_postgres, start_redis
 
     redis_service = start_redis()
     pg_service = start_postgres()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from tests.support.services import PostgresService, RedisService, start_postgres, start_redis
+from testing.services import PostgresService, RedisService, start_postgres, start_redis
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ DATABASE_URL, real prefork workers, the real sync worker, Redis and PostgreSQL."
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -15,8 +14,10 @@ import psycopg
 import pytest
 import requests
 
-from tests.support.processes import CeleryWorker, Monitor, _Process, wait_for
-from tests.support.services import PostgresService, RedisService
+from testing.processes import CeleryWorker
+from testing.services import PostgresService, RedisService
+from testing.stack import Stack, running_stack
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -30,96 +31,22 @@ def big_argument() -> dict[str, Any]:
     return {"rows": rows, "emoji": "🚀" * 20, "quote": "'\"</script>"}
 
 
-class Stack:
-    def __init__(self, *, app: Any, broker_url: str, database_url: str, monitor: Monitor,
-                 worker: CeleryWorker) -> None:
-        self.app = app
-        self.broker_url = broker_url
-        self.database_url = database_url
-        self.monitor = monitor
-        self.worker = worker
-        self.token = monitor.token()
-
-    def headers(self, token: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token or self.token}"}
-
-    def post(self, path: str, body: Any = None, token: str | None = None) -> requests.Response:
-        return requests.post(f"{self.monitor.api}{path}", json=body, timeout=30,
-                             headers=self.headers(token))
-
-    def get(self, path: str, **params: Any) -> requests.Response:
-        return requests.get(f"{self.monitor.api}{path}", params=params, timeout=10,
-                            headers=self.headers())
-
-    def wait_state(self, task_id: str, state: str, timeout_seconds: float = 40) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
-            response = self.get(f"/tasks/{task_id}")
-            if response.status_code == 200 and response.json()["state"] == state:
-                return response.json()
-            return None
-
-        return wait_for(reached, timeout_seconds=timeout_seconds, interval_seconds=0.2,
-                        message=f"task {task_id} in {state}")
-
-    def row(self, task_id: str) -> dict[str, Any] | None:
-        with psycopg.connect(self.database_url) as conn:
-            cur = conn.execute("SELECT * FROM automation.job_executions WHERE execution_id = %s",
-                               (task_id,))
-            values = cur.fetchone()
-            if values is None:
-                return None
-            return dict(zip([c.name for c in cur.description or ()], values))
-
-    def audit(self, task_id: str) -> list[tuple[str, str, str]]:
-        with psycopg.connect(self.database_url) as conn:
-            return [tuple(r) for r in conn.execute(
-                "SELECT subject, action, outcome FROM automation.operator_audit "
-                "WHERE execution_id = %s ORDER BY id", (task_id,)).fetchall()]
-
-    def wait_status(self, task_id: str, status: str, timeout_seconds: float = 30) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
-            row = self.row(task_id)
-            return row if row is not None and row["status"] == status else None
-
-        return wait_for(reached, timeout_seconds=timeout_seconds, interval_seconds=0.2,
-                        message=f"row {task_id} status {status}")
-
-
-class SyncProcess(_Process):
-    def __init__(self, *, redis_url: str, database_url: str) -> None:
-        super().__init__([sys.executable, "-m", "sync_worker"],
-                         {"REDIS_URL": redis_url, "DATABASE_URL": database_url,
-                          "FLOWER_OPS_SYNC_METRICS_PORT": "0",
-                          "FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS": "0.1"}, "sync")
+# bulk actions capped at 50 (test_bulk_limits_and_validation); inspect replies
+# (a task's pool pid) every 2 s; rows flushed every 0.1 s
+MONITOR_ENV = {"FLOWER_OPS_BULK_MAX_TASKS": "50", "FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "2"}
+SYNC_ENV = {"FLOWER_OPS_SYNC_METRICS_PORT": "0", "FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS": "0.1"}
 
 
 @pytest.fixture(scope="module")
 def stack(redis_service: RedisService, redis_db: int,
           pg_service: PostgresService) -> Iterator[Stack]:
-    redis_service.client(redis_db).flushdb()
-    broker_url = redis_service.url(redis_db)
-    os.environ["REDIS_URL"] = broker_url
-    from tests.apps import automation
-
-    automation.app.conf.broker_url = broker_url
-    automation.app.conf.result_backend = broker_url
     db_name = pg_service.create_database()
-    database_url = pg_service.url(db_name)
-    sync = SyncProcess(redis_url=broker_url, database_url=database_url).start()
-    worker = CeleryWorker(broker_url, concurrency=2).start()
-    monitor = Monitor(broker_url, env={"DATABASE_URL": database_url,
-                                       "FLOWER_OPS_BULK_MAX_TASKS": "50",
-                                       "FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "2"}).start()
     try:
-        worker.wait_ready(automation.app)
-        monitor.wait_ready()
-        yield Stack(app=automation.app, broker_url=broker_url, database_url=database_url,
-                    monitor=monitor, worker=worker)
+        with running_stack(broker_url=redis_service.url(redis_db),
+                           database_url=pg_service.url(db_name), monitor_env=MONITOR_ENV,
+                           sync_env=SYNC_ENV) as stack:
+            yield stack
     finally:
-        monitor.stop()
-        worker.stop()
-        sync.stop()
-        redis_service.client(redis_db).flushdb()
         pg_service.drop_database(db_name)
 
 
@@ -141,7 +68,7 @@ def active_pid(stack: Stack, task_id: str) -> int | None:
 
 
 def test_cancel_running_task_terminates_its_process(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     marker = Path(tempfile.mkdtemp()) / "done"
     seconds = 6.0
@@ -172,7 +99,7 @@ def test_cancel_running_task_terminates_its_process(stack: Stack) -> None:
 
 
 def test_cancel_queued_task_never_runs_after_a_consumer_starts(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     marker = Path(tempfile.mkdtemp()) / "ran"
     queued = automation.sleep.apply_async((0.1, str(marker)), queue="parked")
@@ -197,7 +124,7 @@ def test_cancel_queued_task_never_runs_after_a_consumer_starts(stack: Stack) -> 
 
 
 def test_retry_failed_task_sends_exact_arguments_to_the_new_run(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     argument = big_argument()
     failed = automation.fail.apply_async(kwargs={"message": argument})
@@ -234,7 +161,7 @@ def test_retry_failed_task_sends_exact_arguments_to_the_new_run(stack: Stack) ->
 
 
 def test_retry_cancelled_task_reruns_it_on_the_same_queue(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     argument = big_argument()
     queued = automation.echo.apply_async(args=[argument, 1.5, None, "ü"],
@@ -284,7 +211,7 @@ def test_actions_work_for_tasks_only_postgresql_knows(stack: Stack) -> None:
 
 
 def test_cancel_finished_task_is_a_conflict(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     done = automation.add.delay(1, 1)
     stack.wait_state(done.id, "SUCCESS")
@@ -295,7 +222,7 @@ def test_cancel_finished_task_is_a_conflict(stack: Stack) -> None:
 
 
 def test_retry_running_task_is_a_conflict(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     running = automation.sleep.delay(2)
     stack.wait_state(running.id, "STARTED")
@@ -327,7 +254,7 @@ def test_actions_need_the_write_scope(stack: Stack) -> None:
 
 
 def test_bulk_cancel_by_filter_dry_run_then_real_run(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     queued = [automation.sleep.apply_async((0.1,), queue="bulkq") for _ in range(3)]
     for task in queued:

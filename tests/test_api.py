@@ -12,53 +12,23 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.processes import ROOT, CeleryWorker, Monitor, wait_for
-from tests.support.services import RedisService
-from tests.support.stack import running_stack
+from testing.paths import REPO_ROOT
+from testing.processes import AUTOMATION_APP, CeleryWorker, Monitor
+from testing.services import RedisService
+from testing.stack import Stack, running_stack
+from testing.waiting import wait_for
 
 STATES = ("PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED")
 
 
-class Stack:
-    def __init__(self, broker_url: str, celery_app: Any, worker: CeleryWorker,
-                 monitor: Monitor) -> None:
-        self.broker_url = broker_url
-        self.app = celery_app
-        self.worker = worker
-        self.monitor = monitor
-        self.token = monitor.token()
-
-    def get(self, path: str, **params: Any) -> requests.Response:
-        return requests.get(f"{self.monitor.api}{path}", params=params, timeout=10,
-                            headers={"Authorization": f"Bearer {self.token}"})
-
-    def get_json(self, path: str, **params: Any) -> Any:
-        response = self.get(path, **params)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        return self.get_json(f"/tasks/{task_id}")
-
-    def wait_state(self, task_id: str, state: str, timeout_seconds: float = 30) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
-            response = self.get(f"/tasks/{task_id}")
-            if response.status_code == 200 and response.json()["state"] == state:
-                return response.json()
-            return None
-
-        return wait_for(reached, timeout_seconds=timeout_seconds,
-                        message=f"task {task_id} in {state}")
-
-
 @pytest.fixture(scope="module")
 def stack(redis_service: RedisService, redis_db: int) -> Iterator[Stack]:
-    with running_stack(redis_service, redis_db) as (app, worker, monitor):
-        yield Stack(redis_service.url(redis_db), app, worker, monitor)
+    with running_stack(broker_url=redis_service.url(redis_db)) as stack:
+        yield stack
 
 
 def test_tasks_of_every_state_appear_with_their_fields(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     ok = automation.add.delay(2, 3)
     failed = automation.fail.delay("kaput")
@@ -118,7 +88,7 @@ def test_tasks_of_every_state_appear_with_their_fields(stack: Stack) -> None:
 
 
 def test_listing_paginates_with_cursor(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     marker = uuid.uuid4().hex
     ids = [automation.echo.delay(marker, i).id for i in range(7)]
@@ -173,7 +143,7 @@ def test_workers_online_then_offline(stack: Stack) -> None:
 
 
 def test_queues_count_unconsumed_messages_including_priority_subqueues(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     queue = f"idle-{uuid.uuid4().hex[:6]}"
     for priority in (0, 0, 5, 9, 9, 9):
@@ -315,10 +285,10 @@ def test_routes_honour_url_prefix(redis_url: str) -> None:
 ])
 def test_bad_setting_stops_startup_naming_the_variable(redis_url: str, variable: str,
                                                        value: str) -> None:
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), variable: value}
-    result = subprocess.run([sys.executable, "-m", "celery", "-A", "tests.apps.automation",
-                             "flower-ops", "--port=0"], env=env, cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, check=False)
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO_ROOT), variable: value}
+    result = subprocess.run([sys.executable, "-m", "celery", "-A", AUTOMATION_APP,
+                             "flower-ops", "--port=0"], env=env, cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert variable in result.stderr
     assert len([line for line in result.stderr.splitlines() if variable in line]) == 1

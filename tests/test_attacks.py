@@ -2,7 +2,7 @@
 
 One test per case of ``hardening/attack_cases``, against the same real stack
 the suite starts: a Celery worker, a worker whose hostname is a script
-payload, and two ``celery -A tests.apps.automation flower-ops`` monitors
+payload, and two ``celery -A testing.apps.automation flower-ops`` monitors
 (RS256 public key / HS256 secret, both enforcing aud and iss). The cases
 marked slow there (the 5 s auth timeouts and expiry that tests/test_live.py
 already covers, Flower's own pages, 95 MB bodies to Flower's routes) run only
@@ -16,7 +16,7 @@ import pytest
 
 from hardening.attack_cases import CASES, Case, Target
 from hardening.attacks import attack_stack, select
-from tests.support.services import RedisService
+from testing.services import RedisService
 
 
 def _param(case: Case) -> object:

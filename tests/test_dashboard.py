@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.support.processes import CeleryWorker, Monitor
-from tests.support.services import RedisService
-from tests.support.stack import running_stack
+from testing.services import RedisService
+from testing.stack import Stack, running_stack
 
 pytestmark = pytest.mark.browser
 
@@ -22,16 +21,10 @@ XSS = "<img src=x onerror=alert(1)>"
 XSS_FLAG = "<img src=x onerror=window.__xss=1>"
 
 
-class Stack:
-    def __init__(self, worker: CeleryWorker, monitor: Monitor) -> None:
-        self.worker = worker
-        self.monitor = monitor
-
-
 @pytest.fixture(scope="module")
 def stack(redis_service: RedisService, redis_db: int) -> Iterator[Stack]:
-    with running_stack(redis_service, redis_db) as (_app, worker, monitor):
-        yield Stack(worker, monitor)
+    with running_stack(broker_url=redis_service.url(redis_db)) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +111,7 @@ def test_the_page_requires_flower_credentials(browser: Browser, stack: Stack) ->
 
 
 def test_a_new_task_appears_within_two_seconds(dashboard: Dashboard) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     dashboard.open()
     expect(dashboard.page.locator("#fo-workers [data-worker]").first).to_be_visible()
@@ -135,7 +128,7 @@ def test_a_new_task_appears_within_two_seconds(dashboard: Dashboard) -> None:
 
 
 def test_cancel_and_retry_from_the_buttons(dashboard: Dashboard) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     dashboard.open()
     running = automation.sleep.delay(60)
@@ -160,7 +153,7 @@ def test_cancel_and_retry_from_the_buttons(dashboard: Dashboard) -> None:
 
 
 def test_details_show_everything_including_history(dashboard: Dashboard) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     dashboard.open()
     failed = automation.fail.delay("details please")
@@ -180,7 +173,7 @@ def test_details_show_everything_including_history(dashboard: Dashboard) -> None
 
 
 def test_task_data_is_rendered_as_text_never_as_markup(dashboard: Dashboard) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     dashboard.open()
     result = automation.echo.delay(XSS, XSS_FLAG, note=XSS)
@@ -198,7 +191,7 @@ def test_task_data_is_rendered_as_text_never_as_markup(dashboard: Dashboard) -> 
 
 
 def test_the_page_survives_a_monitor_restart(dashboard: Dashboard) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     dashboard.open()
     monitor = dashboard.stack.monitor

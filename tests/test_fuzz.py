@@ -21,7 +21,7 @@ from hardening.fuzz import (
     format_report,
     running_stack,
 )
-from tests.support.services import PostgresService, RedisService
+from testing.services import PostgresService, RedisService
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -17,8 +17,9 @@ from celery import Celery
 
 from flower_ops import instrument
 from flower_ops.demo.embedded import free_port
-from tests.support.processes import CeleryWorker, Monitor, wait_for
-from tests.support.services import RedisService
+from testing.processes import CeleryWorker, Monitor
+from testing.services import RedisService
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

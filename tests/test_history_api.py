@@ -3,63 +3,40 @@ a restart, are still found and listable. Real sync worker, Celery worker,
 monitor, Redis and PostgreSQL."""
 from __future__ import annotations
 
-import os
-import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-import psycopg
 import pytest
 import requests
 
-from tests.support.processes import CeleryWorker, Monitor, _Process, wait_for
-
-
-class SyncWorker(_Process):
-    def __init__(self, broker_url: str, database_url: str) -> None:
-        super().__init__([sys.executable, "-m", "sync_worker"],
-                         {"REDIS_URL": broker_url, "DATABASE_URL": database_url,
-                          "FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS": "0.2"}, "sync-worker")
-
-
-def row_status(database_url: str, task_id: str) -> str | None:
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT status FROM automation.job_executions WHERE execution_id = %s",
-                           (task_id,)).fetchone()
-    return row[0] if row else None
+from testing.executions import statuses
+from testing.processes import Monitor
+from testing.stack import Stack, running_stack
+from testing.waiting import wait_for
 
 
 @pytest.fixture
-def services(redis_url: str, database_url: str) -> Iterator[dict[str, Any]]:
-    os.environ["REDIS_URL"] = redis_url
-    from tests.apps import automation
-
-    automation.app.conf.broker_url = redis_url
-    automation.app.conf.result_backend = redis_url
-    sync = SyncWorker(redis_url, database_url).start()
-    worker = CeleryWorker(redis_url, concurrency=2).start()
-    try:
-        worker.wait_ready(automation.app)
-        yield {"app": automation.app, "sync": sync, "worker": worker}
-    finally:
-        worker.stop()
-        sync.stop()
+def stack(redis_url: str, database_url: str) -> Iterator[Stack]:
+    """Sync worker, Celery worker and a monitor that keeps only three tasks in memory."""
+    with running_stack(broker_url=redis_url, database_url=database_url, monitor_env={},
+                       monitor_args=["--max_tasks=3"],
+                       sync_env={"FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS": "0.2"}) as stack:
+        yield stack
 
 
 def test_evicted_and_restarted_tasks_are_served_from_postgres(
-        services: dict[str, Any], redis_url: str, database_url: str) -> None:
-    from tests.apps import automation
+        stack: Stack, redis_url: str, database_url: str) -> None:
+    from testing.apps import automation
 
     env = {"DATABASE_URL": database_url}
-    monitor = Monitor(redis_url, env=env, extra_args=["--max_tasks=3"]).start()
+    monitor = stack.monitor
     try:
-        monitor.wait_ready()
-        token = monitor.token()
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = stack.headers()
         first = automation.fail.delay("first-of-many")
         ids = [first.id] + [automation.add.delay(i, i).id for i in range(6)]
         for task_id in ids:
-            wait_for(lambda: row_status(database_url, task_id) in ("success", "failure"),
-                     message=f"row for {task_id}")
+            wait_for(lambda: statuses(database_url, [task_id]).get(task_id)
+                     in ("success", "failure"), message=f"row for {task_id}")
 
         # Flower keeps three tasks; the first one is gone from its memory
         def memory_total() -> int:

@@ -3,57 +3,20 @@ from __future__ import annotations
 
 import pickle
 import random
-from typing import Any
 
 import pytest
-from celery.events import Event
 from flower.events import EventsState
 
 from flower_ops.core.errors import InvalidQuery
 from flower_ops.core.query import TaskQuery
-from flower_ops.monitor.sources.flower_state import IndexedEventsState, TaskIndex
-
-T0 = 1_700_000_000.0
-
-
-def task_events(uuid: str, *, name: str, final: str, at: float, worker: str = "w1@host",
-                queue: str = "celery") -> list[dict[str, Any]]:
-    events = [Event("task-sent", uuid=uuid, name=name, args="(1, 2)", kwargs="{}",
-                    queue=queue, routing_key=queue, exchange="", hostname="client@host",
-                    timestamp=at, clock=1, local_received=at)]
-    if final == "PENDING":
-        return events
-    events.append(Event("task-received", uuid=uuid, name=name, args="(1, 2)", kwargs="{}",
-                        hostname=worker, timestamp=at + 0.1, clock=2, local_received=at + 0.1))
-    if final == "RECEIVED":
-        return events
-    if final == "REVOKED":
-        events.append(Event("task-revoked", uuid=uuid, hostname=worker, terminated=False,
-                            timestamp=at + 0.2, clock=3, local_received=at + 0.2))
-        return events
-    events.append(Event("task-started", uuid=uuid, hostname=worker, timestamp=at + 0.2, clock=3,
-                        local_received=at + 0.2))
-    if final == "SUCCESS":
-        events.append(Event("task-succeeded", uuid=uuid, result="3", runtime=0.5,
-                            hostname=worker, timestamp=at + 0.7, clock=4, local_received=at + 0.7))
-    elif final == "FAILURE":
-        events.append(Event("task-failed", uuid=uuid, exception="ValueError('boom')",
-                            traceback="Traceback...", hostname=worker, timestamp=at + 0.7,
-                            clock=4, local_received=at + 0.7))
-    elif final == "RETRY":
-        events.append(Event("task-retried", uuid=uuid, exception="RuntimeError('again')",
-                            hostname=worker, timestamp=at + 0.7, clock=4, local_received=at + 0.7))
-    return events
+from flower_ops.monitor.sources.flower_state import IndexedEventsState
+from flower_ops.monitor.sources.task_index import TaskIndex
+from testing.events import T0, feed, task_events
 
 
 @pytest.fixture
 def state() -> EventsState:
     return EventsState(max_tasks_in_memory=100_000)
-
-
-def feed(state: EventsState, events: list[dict[str, Any]]) -> None:
-    for event in events:
-        state.event(event)
 
 
 def test_index_follows_every_state_and_filter(state: EventsState) -> None:

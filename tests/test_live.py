@@ -17,24 +17,13 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from tests.support.processes import CeleryWorker, Monitor
-from tests.support.services import RedisService
-from tests.support.stack import running_stack
+from testing.services import RedisService
+from testing.settings import FAST_MONITOR_REFRESH
+from testing.stack import Stack, running_stack
 
 SECRET = "live-feed-test-secret-0123456789"
 ALLOWED_ORIGIN = "http://dashboard.example"
 WS_PATH = "/api/automation/monitoring/ws"
-
-
-class Stack:
-    def __init__(self, app: Any, worker: CeleryWorker, monitor: Monitor) -> None:
-        self.app = app
-        self.worker = worker
-        self.monitor = monitor
-
-    @property
-    def ws_url(self) -> str:
-        return self.monitor.base_url.replace("http://", "ws://") + WS_PATH
 
 
 def token(*, scope: str = "monitoring:read", ttl_seconds: float = 600) -> str:
@@ -46,14 +35,15 @@ def token(*, scope: str = "monitoring:read", ttl_seconds: float = 600) -> str:
 @pytest.fixture(scope="module")
 def stack(redis_service: RedisService, redis_db: int) -> Iterator[Stack]:
     env = {
+        **FAST_MONITOR_REFRESH,
         "JWT_SECRET": SECRET,
         "FLOWER_OPS_WS_ALLOWED_ORIGINS": ALLOWED_ORIGIN,
         "FLOWER_OPS_WS_SNAPSHOT_SECONDS": "0.5",
         "FLOWER_OPS_WS_CLIENT_QUEUE_SIZE": "200",
         "FLOWER_OPS_WS_CLIENT_BUFFER_BYTES": str(2 * 1024 * 1024),
     }
-    with running_stack(redis_service, redis_db, monitor_env=env) as (app, worker, monitor):
-        yield Stack(app, worker, monitor)
+    with running_stack(broker_url=redis_service.url(redis_db), monitor_env=env) as stack:
+        yield stack
 
 
 def run(coro: Awaitable[Any]) -> Any:
@@ -67,7 +57,7 @@ async def connect(stack: Stack, *, bearer: str | None = None, origin: str | None
         headers["Authorization"] = f"Bearer {bearer}"
     if origin is not None:
         headers["Origin"] = origin
-    return await websocket_connect(HTTPRequest(stack.ws_url + query, headers=headers,
+    return await websocket_connect(HTTPRequest(stack.monitor.ws_url + query, headers=headers,
                                                connect_timeout=10, request_timeout=10))
 
 
@@ -231,7 +221,7 @@ def test_cross_origin_upgrades_are_refused_unless_allowed(stack: Stack) -> None:
 
 
 def test_snapshot_then_task_changes_as_they_happen(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     async def body() -> None:
         conn = await connect(stack, bearer=token())
@@ -263,7 +253,7 @@ def test_snapshot_then_task_changes_as_they_happen(stack: Stack) -> None:
 
 
 def test_reconnecting_with_the_last_seq_replays_what_was_missed(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     async def body() -> None:
         conn = await connect(stack, bearer=token())
@@ -299,7 +289,7 @@ def test_reconnecting_with_the_last_seq_replays_what_was_missed(stack: Stack) ->
 
 
 def test_subscription_filters_by_name_and_state(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     async def body() -> None:
         conn = await connect(stack, bearer=token())
@@ -380,7 +370,7 @@ def _close_codes(data: bytes) -> list[int]:
 
 
 def test_a_stuck_client_is_dropped_while_a_fast_one_keeps_receiving(stack: Stack) -> None:
-    from tests.apps import automation
+    from testing.apps import automation
 
     stuck, leftover = _raw_stuck_client(stack)
     bulky = "x" * 8000

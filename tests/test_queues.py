@@ -3,8 +3,6 @@ sub-queues summed, unacked messages of a real worker (acks_late, prefetch),
 the age of the oldest message."""
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,22 +11,10 @@ from celery import Celery
 
 from flower_ops import instrument
 from flower_ops.monitor.sources.broker import RedisQueueSource
-from tests.support.processes import CeleryWorker, wait_for
+from testing.processes import CeleryWorker
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-# The app the test workers run (``-A tests.test_queues:slow_app``): late acks
-# and a prefetch of 4 per process, so a busy worker holds unacked messages.
-slow_app = Celery("queues-tests", broker=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                  set_as_current=False)
-slow_app.conf.update(task_acks_late=True, worker_prefetch_multiplier=4, task_ignore_result=True,
-                     worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
-
-
-@slow_app.task(name="queues.slow")
-def slow(seconds: float) -> None:
-    time.sleep(seconds)
-
 
 @pytest.fixture
 def client_app(redis_url: str) -> Iterator[Celery]:
@@ -66,7 +52,7 @@ def test_ready_messages_sum_priority_subqueues_as_redis_holds_them(
 
 def test_unacked_counts_messages_a_late_acking_worker_holds(
         redis_url: str, client_app: Celery, source: RedisQueueSource) -> None:
-    worker = CeleryWorker(redis_url, app="tests.test_queues:slow_app", queues=["q-slow"],
+    worker = CeleryWorker(redis_url, app="testing.apps.late_acks", queues=["q-slow"],
                           concurrency=1)
     worker.start().wait_ready(client_app)
     raw = redis.Redis.from_url(redis_url)

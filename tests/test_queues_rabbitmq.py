@@ -5,7 +5,6 @@ otherwise (ready, consumers), and the answer says which. Flower's
 from __future__ import annotations
 
 import os
-
 import socket
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,8 @@ from kombu import Connection, Queue
 from flower_ops import instrument
 from flower_ops.demo.embedded import free_port
 from flower_ops.monitor.sources.rabbitmq import SOURCE_AMQP, SOURCE_MANAGEMENT, RabbitQueueSource
-from tests.support.processes import CeleryWorker, Monitor, wait_for
+from testing.processes import CeleryWorker, Monitor
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -101,7 +101,7 @@ def _passive(name: str) -> tuple[int, int]:
 def test_management_api_reports_ready_unacked_consumers_and_age(
         client_app: Celery, names: dict[str, str]) -> None:
     _fill(client_app, names)
-    worker = CeleryWorker(RABBIT_URL, app="tests.test_queues:slow_app", queues=[names["slow"]],
+    worker = CeleryWorker(RABBIT_URL, app="testing.apps.late_acks", queues=[names["slow"]],
                           concurrency=1, env={"CELERY_RESULT_BACKEND": ""})
     worker.start().wait_ready(client_app)
     source = RabbitQueueSource(broker_url=RABBIT_URL)
@@ -138,7 +138,7 @@ def test_management_api_reports_ready_unacked_consumers_and_age(
 def test_without_management_api_passive_declare_reports_ready_and_consumers(
         client_app: Celery, names: dict[str, str]) -> None:
     _fill(client_app, names)
-    worker = CeleryWorker(RABBIT_URL, app="tests.test_queues:slow_app", queues=[names["slow"]],
+    worker = CeleryWorker(RABBIT_URL, app="testing.apps.late_acks", queues=[names["slow"]],
                           concurrency=1, env={"CELERY_RESULT_BACKEND": ""})
     worker.start().wait_ready(client_app)
     closed = f"http://127.0.0.1:{free_port()}/api/"

@@ -9,8 +9,8 @@ import requests
 
 from flower_ops.core.env import ConfigError
 from flower_ops.monitor.config import MonitorConfig
-from tests.support.processes import Monitor
-from tests.support.services import RedisService
+from testing.processes import Monitor
+from testing.services import RedisService
 
 CAP = 2 * 1024 * 1024
 

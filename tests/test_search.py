@@ -9,8 +9,8 @@ from flower.events import EventsState
 
 from flower_ops.monitor.services import search
 from flower_ops.monitor.services.search import SearchTexts, search_text
-from flower_ops.monitor.sources.flower_state import TaskIndex
-from tests.test_index import T0, feed, task_events
+from flower_ops.monitor.sources.task_index import TaskIndex
+from testing.events import T0, feed, task_events
 
 
 @pytest.mark.parametrize("chunk_tasks", [1, 7, 1024])

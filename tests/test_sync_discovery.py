@@ -14,14 +14,17 @@ import pytest
 from celery import Celery
 from celery.utils.time import adjust_timestamp
 
+from flower_ops.core.transitions import Transition, fold
+from flower_ops.db.batch import PgExecutionStore
 from sync_worker.backoff import Backoff
 from sync_worker.receiver import EventConsumer, WorkerLiveness
 from sync_worker.redis_events import decode_events
 from sync_worker.runner import SyncWorker
-from flower_ops.db.batch import PgExecutionStore
-from flower_ops.core.transitions import Transition, fold
-from tests.support.processes import CeleryWorker, wait_for
-from tests.test_sync_worker import client_app, start_in_process, wait_all
+from testing.apps.client import client_app
+from testing.executions import wait_all
+from testing.inprocess import start_in_process
+from testing.processes import CeleryWorker
+from testing.waiting import wait_for
 
 ROW_COLUMNS = ("execution_id, task_name, status, status_at, worker_lost, args, kwargs, "
                "args_exact, result, error, traceback, worker, queue, routing_key, exchange, "

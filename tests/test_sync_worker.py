@@ -6,53 +6,23 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
-from celery import Celery
 
 from flower_ops.demo.embedded import EmbeddedRedis
-from sync_worker.config import SyncWorkerConfig
-from sync_worker.metrics import SyncMetrics
 from sync_worker.runner import SyncWorker
-from tests.support.processes import ROOT, CeleryWorker, _Process, wait_for
-from tests.support.tcp_proxy import TcpProxy
-
-FAST = {
-    "FLOWER_OPS_SYNC_METRICS_PORT": "0",
-    "FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS": "0.1",
-    "FLOWER_OPS_SYNC_RECONCILE_INTERVAL_SECONDS": "2",
-    "FLOWER_OPS_SYNC_RECONCILE_SETTLE_SECONDS": "0.5",
-    "FLOWER_OPS_SYNC_LEADER_POLL_SECONDS": "0.3",
-    "FLOWER_OPS_SYNC_BACKOFF_INITIAL_SECONDS": "0.2",
-    "FLOWER_OPS_SYNC_BACKOFF_MAX_SECONDS": "2",
-}
-
-
-def client_app(redis_url: str) -> Celery:
-    app = Celery("sync-tests", broker=redis_url, backend=redis_url, set_as_current=False)
-    app.conf.update(task_send_sent_event=True, result_extended=True,
-                    broker_connection_retry_on_startup=True)
-    return app
-
-
-class SyncProcess(_Process):
-    def __init__(self, *, redis_url: str, database_url: str, **env: str) -> None:
-        super().__init__([sys.executable, "-m", "sync_worker"],
-                         {"REDIS_URL": redis_url, "DATABASE_URL": database_url, **FAST, **env},
-                         "sync")
-
-    def wait_listening(self, timeout_seconds: float = 20.0) -> "SyncProcess":
-        def listening() -> bool:
-            if not self.alive():
-                raise AssertionError(f"sync worker exited:\n{self.output()[-3000:]}")
-            return "listening to Celery events" in self.output()
-        wait_for(listening, timeout_seconds=timeout_seconds, message="sync worker listening")
-        return self
+from testing.apps.client import client_app
+from testing.executions import statuses, wait_all
+from testing.inprocess import start_in_process
+from testing.paths import REPO_ROOT
+from testing.processes import CeleryWorker, SyncWorkerProcess
+from testing.settings import FAST_SYNC_WORKER
+from testing.tcp_proxy import TcpProxy
+from testing.waiting import wait_for
 
 
 @pytest.fixture
@@ -60,44 +30,6 @@ def in_process(redis_url: str, database_url: str) -> Iterator[SyncWorker]:
     worker = start_in_process(redis_url, database_url)
     yield worker
     worker.stop()
-
-
-def start_in_process(redis_url: str, database_url: str, **env: str) -> SyncWorker:
-    config = SyncWorkerConfig.from_env({"REDIS_URL": redis_url, "DATABASE_URL": database_url,
-                                        **FAST, **env})
-    worker = SyncWorker(config, metrics=SyncMetrics())
-    threading.Thread(target=worker.run, daemon=True).start()
-    wait_for(lambda: worker.listening, timeout_seconds=20, message="sync worker listening")
-    return worker
-
-
-def statuses(database_url: str, ids: list[str] | None = None) -> dict[str, str]:
-    with psycopg.connect(database_url) as conn:
-        if ids is None:
-            rows = conn.execute("SELECT execution_id, status FROM automation.job_executions")
-        else:
-            rows = conn.execute("SELECT execution_id, status FROM automation.job_executions "
-                                "WHERE execution_id = ANY(%s)", (ids,))
-        return dict(rows.fetchall())
-
-
-def wait_all(database_url: str, ids: list[str], status: str, *,
-             timeout_seconds: float = 60.0) -> None:
-    def done() -> bool | str:
-        got = statuses(database_url, ids)
-        wrong = {k: v for k, v in got.items() if v != status}
-        if len(got) == len(ids) and not wrong:
-            return True
-        return False
-    try:
-        wait_for(done, timeout_seconds=timeout_seconds, interval_seconds=0.3,
-                 message=f"{len(ids)} rows {status}")
-    except AssertionError:
-        got = statuses(database_url, ids)
-        summary: dict[str, int] = {}
-        for v in got.values():
-            summary[v] = summary.get(v, 0) + 1
-        raise AssertionError(f"rows: {len(got)}/{len(ids)} {summary}") from None
 
 
 @pytest.fixture
@@ -141,7 +73,8 @@ def test_full_lifecycles_land_as_rows_with_status_and_timestamps(
 def test_kill_9_during_burst_then_restart_converges_every_row(
         redis_url: str, database_url: str) -> None:
     app = client_app(redis_url)
-    sync = SyncProcess(redis_url=redis_url, database_url=database_url).start().wait_listening()
+    sync = SyncWorkerProcess(redis_url=redis_url, database_url=database_url,
+                             env=FAST_SYNC_WORKER).start().wait_listening()
     worker = CeleryWorker(redis_url, concurrency=2).start()
     try:
         worker.wait_ready(app)
@@ -153,7 +86,8 @@ def test_kill_9_during_burst_then_restart_converges_every_row(
                  message="first rows")
         sync.kill()
         time.sleep(2)   # tasks keep finishing while nobody listens
-        sync = SyncProcess(redis_url=redis_url, database_url=database_url).start()
+        sync = SyncWorkerProcess(redis_url=redis_url, database_url=database_url,
+                                 env=FAST_SYNC_WORKER).start()
         wait_all(database_url, ids, "success", timeout_seconds=90)
     finally:
         sync.stop()
@@ -161,9 +95,10 @@ def test_kill_9_during_burst_then_restart_converges_every_row(
 
 
 def test_sigterm_flushes_and_exits_0(redis_url: str, database_url: str) -> None:
-    sync = SyncProcess(redis_url=redis_url, database_url=database_url,
-                       FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS="30",
-                       FLOWER_OPS_SYNC_BATCH_SIZE="100000").start().wait_listening()
+    slow_flush = {**FAST_SYNC_WORKER, "FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS": "30",
+                  "FLOWER_OPS_SYNC_BATCH_SIZE": "100000"}
+    sync = SyncWorkerProcess(redis_url=redis_url, database_url=database_url,
+                             env=slow_flush).start().wait_listening()
     app = client_app(redis_url)
     ids = [app.send_task("automation.add", args=(1, 1)).id for _ in range(20)]
     time.sleep(1.0)                       # received, buffered, not flushed (30 s interval)
@@ -174,9 +109,9 @@ def test_sigterm_flushes_and_exits_0(redis_url: str, database_url: str) -> None:
 
 def test_missing_database_url_stops_with_one_message_naming_it(redis_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    done = subprocess.run([sys.executable, "-m", "sync_worker"], env={**env, "REDIS_URL":
-                          redis_url, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=30, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-m", "sync_worker"],
+                          env={**env, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO_ROOT)},
+                          capture_output=True, text=True, timeout=30, cwd=REPO_ROOT, check=False)
     assert done.returncode == 2
     assert "DATABASE_URL" in done.stderr and "Traceback" not in done.stderr
 
@@ -267,8 +202,10 @@ def test_database_connection_cut_mid_batch_converges(
 def test_two_replicas_one_active_standby_takes_over_when_it_dies(
         redis_url: str, database_url: str) -> None:
     app = client_app(redis_url)
-    first = SyncProcess(redis_url=redis_url, database_url=database_url).start().wait_listening()
-    second = SyncProcess(redis_url=redis_url, database_url=database_url).start()
+    first = SyncWorkerProcess(redis_url=redis_url, database_url=database_url,
+                              env=FAST_SYNC_WORKER).start().wait_listening()
+    second = SyncWorkerProcess(redis_url=redis_url, database_url=database_url,
+                               env=FAST_SYNC_WORKER).start()
     worker = CeleryWorker(redis_url, concurrency=2).start()
     try:
         worker.wait_ready(app)

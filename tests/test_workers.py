@@ -4,7 +4,6 @@ does not; active and reserved counts, pool, heartbeat age; worker memory in
 ``/metrics``."""
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,16 +12,10 @@ import requests
 from celery import Celery
 
 from flower_ops import instrument
-from tests.support.processes import CeleryWorker, Monitor, wait_for
+from testing.processes import CeleryWorker, Monitor
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-# A worker app without instrument(): no flower_ops_stats command
-plain_app = Celery("plain-workers", broker=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                   set_as_current=False)
-plain_app.conf.update(worker_send_task_events=True, task_ignore_result=True,
-                      worker_hijack_root_logger=False)
-
 
 @pytest.fixture
 def client_app(redis_url: str) -> Iterator[Celery]:
@@ -36,7 +29,7 @@ def test_workers_report_memory_counts_pool_and_heartbeat(redis_url: str,
                                                          client_app: Celery) -> None:
     monitor = Monitor(redis_url, env={"FLOWER_OPS_INSPECT_INTERVAL_SECONDS": "1"})
     instrumented = CeleryWorker(redis_url, queues=["w-inst"], concurrency=2)
-    plain = CeleryWorker(redis_url, app="tests.test_workers:plain_app", queues=["w-plain"],
+    plain = CeleryWorker(redis_url, app="testing.apps.plain", queues=["w-plain"],
                          concurrency=1)
     for process in (monitor, instrumented, plain):
         process.start()

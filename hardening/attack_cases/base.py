@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-    from tests.support.processes import CeleryWorker, Monitor
+    from testing.processes import CeleryWorker, Monitor
 
 READ = "monitoring:read"
 WRITE = "monitoring:write"

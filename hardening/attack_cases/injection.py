@@ -60,7 +60,7 @@ class Injected:
 def inject(t: Target) -> dict[str, Injected]:
     """Submit the payload tasks once; wait until the monitor has their final state."""
     def make() -> dict[str, Injected]:
-        from tests.apps import automation
+        from testing.apps import automation
 
         app = t.app
         echo_args = payloads("args")
@@ -422,7 +422,7 @@ def visit(t: Target, url: str, *, bypass_csp: bool, ready: str | None = None,
 
 @case(G, "health alert banner naming a stuck task (payload id) on a payload worker")
 def alert_banner(t: Target) -> Check:
-    from tests.apps import automation
+    from testing.apps import automation
 
     inject(t)  # the payload worker's queue is free once these are done
     automation.sleep.apply_async(args=[15], task_id=STUCK_ID, queue=EVIL_QUEUE,

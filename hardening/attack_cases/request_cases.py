@@ -282,7 +282,7 @@ def percent_encoded_id(t: Target) -> Check:
     import time
     import uuid
 
-    from tests.apps import automation
+    from testing.apps import automation
 
     token = write_token(t)
     victim = automation.sleep.apply_async(args=[30], task_id=f"victim-{uuid.uuid4().hex[:12]}")

@@ -1,4 +1,4 @@
-"""Redis and PostgreSQL for the test session: the machine's, or embedded ones.
+"""Redis and PostgreSQL for a test session or a suite run: the machine's, or embedded ones.
 
 ``FLOWER_OPS_TEST_SERVICES`` chooses: ``auto`` (default: the machine's
 services on 127.0.0.1:6379 / :5432 when they answer, else embedded servers
@@ -11,8 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
 
 import psycopg
 import redis
@@ -28,16 +27,19 @@ LOCK_PREFIX = "flower-ops-test:db-lock:"
 
 @dataclass
 class RedisService:
+    """A Redis server; ``kind`` is ``machine`` or ``embedded``."""
+
     host: str
     port: int
     kind: str
     databases: int
     embedded: EmbeddedRedis | None = None
+    _claim_token: str = field(default="", repr=False)
 
     def url(self, db: int = 0) -> str:
         return f"redis://{self.host}:{self.port}/{db}"
 
-    def client(self, db: int = 0) -> "redis.Redis[bytes]":
+    def client(self, db: int = 0) -> redis.Redis:
         return redis.Redis(host=self.host, port=self.port, db=db)
 
     def claim_db(self) -> int:
@@ -50,13 +52,14 @@ class RedisService:
         token = f"{os.getpid()}:{uuid.uuid4().hex}"
         for db in range(1, self.databases):
             if admin.set(LOCK_PREFIX + str(db), token, nx=True, ex=3 * 3600):
-                self._token = token
+                self._claim_token = token
                 return db
         raise RuntimeError("every Redis db is claimed by another test session")
 
     def release_db(self, db: int) -> None:
+        """Give back a db this session claimed (another session's claim stays)."""
         admin = self.client(0)
-        if admin.get(LOCK_PREFIX + str(db)) == getattr(self, "_token", "").encode():
+        if admin.get(LOCK_PREFIX + str(db)) == self._claim_token.encode():
             admin.delete(LOCK_PREFIX + str(db))
 
 
@@ -70,8 +73,9 @@ def _redis_answers(host: str, port: int) -> bool:
 
 
 def start_redis() -> RedisService:
+    """The machine's Redis, or an embedded one (see the module docstring)."""
     if MODE != "embedded" and _redis_answers("127.0.0.1", 6379):
-        count = int(redis.Redis(port=6379).config_get("databases").get("databases", 16))
+        count = int(str(redis.Redis(port=6379).config_get("databases").get("databases", 16)))
         return RedisService("127.0.0.1", 6379, "machine", count)
     if MODE == "machine":
         raise SystemExit("FLOWER_OPS_TEST_SERVICES=machine but no Redis answers on 127.0.0.1:6379")
@@ -82,16 +86,19 @@ def start_redis() -> RedisService:
 
 @dataclass
 class PostgresService:
+    """A PostgreSQL server that hands out throw-away databases."""
+
     admin_url: str
     kind: str
     embedded: EmbeddedPostgres | None = None
-    _counter: "itertools.count[int]" = itertools.count()
+    _counter: itertools.count[int] = field(default_factory=itertools.count, repr=False)
 
     def url(self, dbname: str) -> str:
         base, _, _ = self.admin_url.rpartition("/")
         return f"{base}/{dbname}"
 
     def create_database(self) -> str:
+        """A new empty database; its name (``url(name)`` connects to it)."""
         name = f"fo_test_{os.getpid()}_{next(self._counter)}_{uuid.uuid4().hex[:6]}"
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -113,6 +120,7 @@ def _pg_answers(url: str) -> bool:
 
 
 def start_postgres() -> PostgresService:
+    """The machine's PostgreSQL, or an embedded one (see the module docstring)."""
     for candidate in ("postgresql://postgres@127.0.0.1:5432/postgres",
                       "postgresql://root@127.0.0.1:5432/postgres"):
         if MODE != "embedded" and _pg_answers(candidate):
@@ -124,6 +132,3 @@ def start_postgres() -> PostgresService:
     server.start()
     return PostgresService(server.url(), "embedded", server)
 
-
-def describe(redis_service: RedisService, pg_factory: Callable[[], PostgresService]) -> str:
-    return f"redis={redis_service.kind}:{redis_service.port}"

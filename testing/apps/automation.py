@@ -1,6 +1,10 @@
-"""The Celery app the tests run real workers and monitors against.
+"""The Celery app real workers and monitors run in tests, benchmarks and
+suites (``celery -A testing.apps.automation ...``), with ``instrument(app)``
+applied as a user's app has it.
 
-Its broker comes from ``REDIS_URL`` (set by the fixtures per test session).
+Its broker comes from ``REDIS_URL`` (each child process gets its own); in
+the calling process ``testing.apps.automation_app`` points it at a session's
+Redis db.
 """
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import time
 from pathlib import Path
 
 from celery import Celery
+
+from flower_ops import instrument
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -24,12 +30,7 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_acks_late=False,
 )
-try:  # present once the task-management work lands; the tests run either way
-    from flower_ops import instrument
-except ImportError:  # pragma: no cover
-    instrument = None
-if instrument is not None:
-    instrument(app)
+instrument(app)
 
 
 @app.task(name="automation.add")

@@ -1,10 +1,14 @@
 """A loopback TCP proxy that really cuts connections (fault injection)."""
 from __future__ import annotations
 
+import contextlib
 import socket
+import struct
 import threading
 
 from flower_ops.demo.embedded import free_port
+
+LINGER_ZERO = struct.pack("ii", 1, 0)   # l_onoff=1, l_linger=0: close() sends RST
 
 
 class TcpProxy:
@@ -28,7 +32,7 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self.cuts = 0
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         self._thread.start()
         return self
 
@@ -36,7 +40,7 @@ class TcpProxy:
         while not self._closed.is_set():
             try:
                 client, _ = self._server.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             if self._refusing:
                 self._reset(client)
@@ -64,22 +68,16 @@ class TcpProxy:
             pass
         finally:
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     @staticmethod
     def _reset(sock: socket.socket) -> None:
         # SO_LINGER 0: close with RST, the way a dead network path looks
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
+        with contextlib.suppress(OSError):
             sock.close()
-        except OSError:
-            pass
 
     def stall(self, stalled: bool) -> None:
         if stalled:
@@ -95,10 +93,8 @@ class TcpProxy:
         with self._lock:
             conns, self._conns = self._conns, []
         for sock in conns:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._reset(sock)
         self.cuts += 1
         return len(conns)

@@ -1,4 +1,11 @@
-"""Real Celery worker and monitor processes for the tests."""
+"""Real processes as a user starts them: Celery workers, the monitor
+(``celery -A APP flower-ops``) and the sync worker (``python -m sync_worker``).
+
+Each runs in its own session (process group), so ``kill()`` takes its
+children (a prefork pool) with it, and logs to a temporary file that
+``output()`` reads. Configuration is passed to the constructor; nothing here
+reads the environment except to hand it on to the child.
+"""
 from __future__ import annotations
 
 import os
@@ -6,54 +13,56 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import requests
+from celery import Celery
 
 from flower_ops.demo.embedded import free_port
+from testing.paths import REPO_ROOT
+from testing.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+AUTOMATION_APP = "testing.apps.automation"
+"""The ``-A`` argument of workers and monitors unless told otherwise."""
 
+DEFAULT_BASIC_AUTH = "admin:admin123"
 
-def wait_for(predicate, *, timeout_seconds: float = 20.0, interval_seconds: float = 0.1,
-             message: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_seconds
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_seconds)
-    raise AssertionError(f"timed out after {timeout_seconds}s waiting for {message} "
-                         f"(last value: {last!r})")
+if TYPE_CHECKING:
+    from typing import Self
 
 
-class _Process:
+class Process:
+    """One child process: started on demand, stopped with SIGTERM (SIGKILL
+    after ``timeout_seconds``), its output kept in ``log``."""
+
     def __init__(self, args: Sequence[str], env: Mapping[str, str], name: str) -> None:
         self.args = list(args)
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+        self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
         self.log = Path(tempfile.mkstemp(prefix=f"flower-ops-{name}-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "_Process":
+    def start(self) -> Self:
+        """Start (or start again, appending to the same log)."""
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=log,
+            self.proc = subprocess.Popen(self.args, env=self.env, cwd=REPO_ROOT, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         return self
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
+        if self.proc is None:
+            raise RuntimeError("the process was never started")
         return self.proc.pid
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_seconds: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL to the group; the exit status (None if never started)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -66,7 +75,7 @@ class _Process:
         return self.proc.returncode
 
     def kill(self) -> None:
-        """SIGKILL the whole process group (the worker and its pool children)."""
+        """SIGKILL the whole process group (the process and its pool children)."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
@@ -74,9 +83,14 @@ class _Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def _exited_error(self, what: str) -> AssertionError:
+        return AssertionError(f"{what} exited:\n{self.output()[-3000:]}")
 
-class CeleryWorker(_Process):
-    def __init__(self, broker_url: str, *, app: str = "tests.apps.automation",
+
+class CeleryWorker(Process):
+    """``celery -A APP worker -E`` on ``broker_url`` (handed on as ``REDIS_URL``)."""
+
+    def __init__(self, broker_url: str, *, app: str = AUTOMATION_APP,
                  queues: Sequence[str] = ("celery",), concurrency: int = 2,
                  pool: str = "prefork", hostname: str | None = None,
                  env: Mapping[str, str] | None = None,
@@ -88,10 +102,11 @@ class CeleryWorker(_Process):
                 "--loglevel=INFO", *extra_args]
         super().__init__(args, {"REDIS_URL": broker_url, **(env or {})}, "worker")
 
-    def wait_ready(self, celery_app, timeout_seconds: float = 30.0) -> "CeleryWorker":  # type: ignore[no-untyped-def]
+    def wait_ready(self, celery_app: Celery, timeout_seconds: float = 30.0) -> CeleryWorker:
+        """Until the worker answers a ping sent through ``celery_app``."""
         def pinged() -> bool:
             if not self.alive():
-                raise AssertionError(f"worker exited:\n{self.output()[-3000:]}")
+                raise self._exited_error("worker")
             replies = celery_app.control.ping(destination=[self.hostname], timeout=0.5)
             return any(self.hostname in reply for reply in replies)
 
@@ -99,11 +114,11 @@ class CeleryWorker(_Process):
         return self
 
 
-class Monitor(_Process):
+class Monitor(Process):
     """``celery -A APP flower-ops`` exactly as a user starts it."""
 
-    def __init__(self, broker_url: str, *, app: str = "tests.apps.automation",
-                 basic_auth: str | None = "admin:admin123", url_prefix: str | None = None,
+    def __init__(self, broker_url: str, *, app: str = AUTOMATION_APP,
+                 basic_auth: str | None = DEFAULT_BASIC_AUTH, url_prefix: str | None = None,
                  env: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
                  port: int | None = None) -> None:
         # a fixed port lets a supervisor-style restart come back where clients look
@@ -116,7 +131,10 @@ class Monitor(_Process):
         if url_prefix:
             args.append(f"--url_prefix={url_prefix}")
         args.extend(extra_args)
-        self.basic_auth = tuple(basic_auth.split(":", 1)) if basic_auth else None
+        self.basic_auth: tuple[str, str] | None = None
+        if basic_auth:
+            user, _, password = basic_auth.partition(":")
+            self.basic_auth = (user, password)
         super().__init__(args, {"REDIS_URL": broker_url, **(env or {})}, "monitor")
 
     @property
@@ -128,10 +146,16 @@ class Monitor(_Process):
     def api(self) -> str:
         return f"{self.base_url}/api/automation/monitoring"
 
-    def wait_ready(self, timeout_seconds: float = 30.0) -> "Monitor":
+    @property
+    def ws_url(self) -> str:
+        """The live feed's WebSocket URL."""
+        return self.api.replace("http://", "ws://", 1) + "/ws"
+
+    def wait_ready(self, timeout_seconds: float = 30.0) -> Monitor:
+        """Until ``/healthcheck`` answers 200."""
         def up() -> bool:
             if not self.alive():
-                raise AssertionError(f"monitor exited:\n{self.output()[-3000:]}")
+                raise self._exited_error("monitor")
             try:
                 return requests.get(f"{self.base_url}/healthcheck", timeout=1,
                                     auth=self.basic_auth).status_code == 200
@@ -142,14 +166,16 @@ class Monitor(_Process):
         return self
 
     def token(self, scopes: str | None = None) -> str:
+        """A bearer token from ``POST /token`` with Flower's credentials."""
         body = {"scopes": scopes} if scopes else {}
         response = requests.post(f"{self.api}/token", json=body, auth=self.basic_auth, timeout=5)
         response.raise_for_status()
         return str(response.json()["access_token"])
 
 
-class SyncWorkerProcess(_Process):
-    """``python -m sync_worker`` as a separate process, configured by ``env``."""
+class SyncWorkerProcess(Process):
+    """``python -m sync_worker`` on ``redis_url`` and ``database_url``; ``env``
+    adds its settings (e.g. ``testing.settings.FAST_SYNC_WORKER``)."""
 
     LISTENING = "listening to Celery events"
 
@@ -164,10 +190,13 @@ class SyncWorkerProcess(_Process):
         return self.output().count(self.LISTENING)
 
     def wait_listening(self, timeout_seconds: float = 20.0, *, more_than: int = 0
-                       ) -> "SyncWorkerProcess":
+                       ) -> SyncWorkerProcess:
+        """Until it has subscribed more than ``more_than`` times (a standby
+        replica subscribes only once it leads)."""
         def listening() -> bool:
             if not self.alive():
-                raise AssertionError(f"sync worker exited:\n{self.output()[-3000:]}")
+                raise self._exited_error("sync worker")
             return self.times_listening() > more_than
+
         wait_for(listening, timeout_seconds=timeout_seconds, message="sync worker listening")
         return self
