@@ -58,7 +58,7 @@ import flower_ops
 
 API = "/api/automation/monitoring"
 BROKER_URL = "redis://127.0.0.1:6379/15"
-SYNC_INTERVAL_S = 0.1  # flower_ops.plugin.INDEX_SYNC_MS
+SYNC_INTERVAL_S = 0.1  # flower_ops.monitor.app.INDEX_SYNC_MS
 
 TARGET_LIST_SPEEDUP = 20.0
 TARGET_P99_S = 0.020
@@ -284,7 +284,7 @@ def ingest_once(events: list[dict[str, Any]], max_tasks: int, *, plugin: bool) -
         return run
     finally:
         if ops is not None:
-            ops.executor.shutdown(wait=False)
+            ops.blocking.shutdown()
         app.executor.shutdown(wait=False)
         io_loop.close(all_fds=True)
         del app, ops

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                    stats.median_s < TARGET_STATS_S),
     ]
     print("\n".join(results))
-    ops.executor.shutdown(wait=False)
+    ops.blocking.shutdown()
     app.executor.shutdown(wait=False)
     io_loop.close(all_fds=True)
     return 0

@@ -1,4 +1,4 @@
-"""Domain errors. Services raise these; ``handlers/base.py`` maps them to HTTP."""
+"""Domain errors. Services raise these; ``monitor/http/base.py`` maps them to HTTP."""
 from __future__ import annotations
 
 from typing import Any

@@ -76,7 +76,7 @@ class OpenApiHandler(JsonHandler):
 
 
 def part(*, auth: RequestAuth, authority: TokenAuthority, policy: TokenPolicy,
-         stats: StatsService, tasks: TaskQueryService, workers: WorkerService,
+         flower_options: Any, stats: StatsService, tasks: TaskQueryService, workers: WorkerService,
          queues: QueueService) -> HttpPart:
     """The read API and ``POST /token`` (their OpenAPI paths are the base
     document's, ``openapi.BASE``)."""
@@ -86,5 +86,6 @@ def part(*, auth: RequestAuth, authority: TokenAuthority, policy: TokenPolicy,
         (f"{API_BASE}/tasks/([^/]+)/?", TaskHandler, {"auth": auth, "tasks": tasks}),
         (f"{API_BASE}/workers/?", WorkersHandler, {"auth": auth, "workers": workers}),
         (f"{API_BASE}/queues/?", QueuesHandler, {"auth": auth, "queues": queues}),
-        (f"{API_BASE}/token/?", TokenHandler, {"authority": authority, "policy": policy}),
+        (f"{API_BASE}/token/?", TokenHandler,
+         {"authority": authority, "policy": policy, "flower_options": flower_options}),
     ])

@@ -3,7 +3,7 @@
 Flower's templates are not copied. Tornado resolves every template of an
 application through one loader (``settings['template_loader']``), and Flower
 renders its navbar with ``{% module Template("navbar.html", ...) %}`` on every
-page. So ``extend(ops)`` installs ``FlowerOpsTemplateLoader``: Flower's own
+page. So ``part()`` installs ``FlowerOpsTemplateLoader``: Flower's own
 directory loader, which (1) serves our page template, which ``{% extends
 "base.html" %}`` from Flower, and (2) adds a "Monitoring" item to
 ``navbar.html`` as it is loaded. If Flower's markup ever changes so the item

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hmac
 from base64 import b64decode
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 from flower.utils.authentication import authenticate
@@ -24,10 +25,12 @@ class TokenPolicy:
 
 class TokenHandler(JsonHandler):
     def initialize(self, *, authority: TokenAuthority,  # type: ignore[override]
-                   policy: TokenPolicy) -> None:
+                   policy: TokenPolicy, flower_options: Any) -> None:
         super().initialize()
         self.authority = authority
         self.policy = policy
+        # Flower's own options: which login (--basic-auth or --auth) it uses
+        self.flower_options = flower_options
 
     def post(self) -> None:
         self._check_same_origin()
@@ -57,7 +60,7 @@ class TokenHandler(JsonHandler):
     def auth_challenge(self) -> str:
         # send_error() clears headers, so the Basic challenge is set here: a
         # browser then answers it with the user's Flower credentials.
-        if self.application.options.basic_auth:  # type: ignore[attr-defined]
+        if self.flower_options.basic_auth:
             return 'Basic realm="flower"'
         return super().auth_challenge()
 
@@ -72,7 +75,7 @@ class TokenHandler(JsonHandler):
             raise Forbidden("cross-origin request refused")
 
     def _flower_user(self) -> str:
-        options = self.application.options  # type: ignore[attr-defined]
+        options = self.flower_options
         if options.basic_auth:
             header = self.request.headers.get("Authorization", "")
             scheme, _, encoded = header.partition(" ")
