@@ -28,10 +28,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = SyncWorkerConfig.from_env(app=args.app)
     except ConfigError as exc:
-        print(f"sync-worker: configuration error: {exc}", file=sys.stderr)
+        # the one line a bad setting gets, before logging exists
+        print(f"sync-worker: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.log_level != "DEBUG":
+        # psycopg_pool says INFO on every checkout: thousands of lines a minute
+        logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
     worker = SyncWorker(config)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flower_ops.core.env import DEFAULT_REDIS_URL, ConfigError, EnvReader
+from sync_worker.backoff import Backoff
 
 BROKER_SCHEMES = ("redis", "rediss", "unix", "amqp", "amqps", "pyamqp", "memory")
 
@@ -48,6 +49,11 @@ class SyncWorkerConfig:
     def backend_url(self) -> str:
         return self.result_backend or self.redis_url
 
+    def backoff(self) -> Backoff:
+        """A fresh reconnect backoff (each network loop keeps its own)."""
+        return Backoff(initial_seconds=self.backoff_initial_seconds,
+                       max_seconds=self.backoff_max_seconds)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
                  app: str | None = None) -> SyncWorkerConfig:
@@ -56,18 +62,18 @@ class SyncWorkerConfig:
         if database_url is None:
             raise ConfigError("DATABASE_URL", "required: the PostgreSQL the sync worker writes "
                                               "to (postgresql://user:pass@host:5432/db)")
-        mode = (env.str("FLOWER_OPS_SYNC_RETENTION_MODE", "delete") or "delete").lower()
+        mode = (env.text("FLOWER_OPS_SYNC_RETENTION_MODE", "delete") or "delete").lower()
         if mode not in {"delete", "archive"}:
             raise ConfigError("FLOWER_OPS_SYNC_RETENTION_MODE",
                               f"expected delete or archive, got {mode!r}")
-        level = (env.str("FLOWER_OPS_SYNC_LOG_LEVEL", "INFO") or "INFO").upper()
+        level = (env.text("FLOWER_OPS_SYNC_LOG_LEVEL", "INFO") or "INFO").upper()
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("FLOWER_OPS_SYNC_LOG_LEVEL",
                               f"expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
-        backoff_initial = env.float("FLOWER_OPS_SYNC_BACKOFF_INITIAL_SECONDS", 0.5,
-                                    minimum=0.01, maximum=60.0)
-        backoff_max = env.float("FLOWER_OPS_SYNC_BACKOFF_MAX_SECONDS", 30.0, minimum=0.1,
-                                maximum=3600.0)
+        backoff_initial = env.number("FLOWER_OPS_SYNC_BACKOFF_INITIAL_SECONDS", 0.5,
+                                     minimum=0.01, maximum=60.0)
+        backoff_max = env.number("FLOWER_OPS_SYNC_BACKOFF_MAX_SECONDS", 30.0, minimum=0.1,
+                                 maximum=3600.0)
         if backoff_max < backoff_initial:
             raise ConfigError("FLOWER_OPS_SYNC_BACKOFF_MAX_SECONDS",
                               "must be at least FLOWER_OPS_SYNC_BACKOFF_INITIAL_SECONDS")
@@ -75,46 +81,46 @@ class SyncWorkerConfig:
             database_url=database_url,
             redis_url=env.url("REDIS_URL", schemes=BROKER_SCHEMES,
                               default=DEFAULT_REDIS_URL) or DEFAULT_REDIS_URL,
-            result_backend=env.str("CELERY_RESULT_BACKEND"),
-            app=app or env.str("FLOWER_OPS_SYNC_APP"),
-            batch_size=env.int("FLOWER_OPS_SYNC_BATCH_SIZE", 2000, minimum=1, maximum=100_000),
-            flush_interval_seconds=env.float("FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS", 0.2,
-                                             minimum=0.01, maximum=60.0),
-            max_buffered_events=env.int("FLOWER_OPS_SYNC_MAX_BUFFERED_EVENTS", 500_000,
-                                        minimum=1000),
-            reconcile_interval_seconds=env.float("FLOWER_OPS_SYNC_RECONCILE_INTERVAL_SECONDS",
-                                                 30.0, minimum=1.0, maximum=86400.0),
-            reconcile_batch_size=env.int("FLOWER_OPS_SYNC_RECONCILE_BATCH_SIZE", 500,
-                                         minimum=1, maximum=10_000),
-            reconcile_settle_seconds=env.float("FLOWER_OPS_SYNC_RECONCILE_SETTLE_SECONDS", 2.0,
-                                               minimum=0.0, maximum=3600.0),
-            worker_lost_seconds=env.float("FLOWER_OPS_SYNC_WORKER_LOST_SECONDS", 60.0,
-                                          minimum=1.0, maximum=86400.0),
-            worker_query_timeout_seconds=env.float(
+            result_backend=env.text("CELERY_RESULT_BACKEND"),
+            app=app or env.text("FLOWER_OPS_SYNC_APP"),
+            batch_size=env.integer("FLOWER_OPS_SYNC_BATCH_SIZE", 2000, minimum=1, maximum=100_000),
+            flush_interval_seconds=env.number("FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS", 0.2,
+                                              minimum=0.01, maximum=60.0),
+            max_buffered_events=env.integer("FLOWER_OPS_SYNC_MAX_BUFFERED_EVENTS", 500_000,
+                                            minimum=1000),
+            reconcile_interval_seconds=env.number("FLOWER_OPS_SYNC_RECONCILE_INTERVAL_SECONDS",
+                                                  30.0, minimum=1.0, maximum=86400.0),
+            reconcile_batch_size=env.integer("FLOWER_OPS_SYNC_RECONCILE_BATCH_SIZE", 500,
+                                             minimum=1, maximum=10_000),
+            reconcile_settle_seconds=env.number("FLOWER_OPS_SYNC_RECONCILE_SETTLE_SECONDS", 2.0,
+                                                minimum=0.0, maximum=3600.0),
+            worker_lost_seconds=env.number("FLOWER_OPS_SYNC_WORKER_LOST_SECONDS", 60.0,
+                                           minimum=1.0, maximum=86400.0),
+            worker_query_timeout_seconds=env.number(
                 "FLOWER_OPS_SYNC_WORKER_QUERY_TIMEOUT_SECONDS", 2.0, minimum=0.1, maximum=60.0),
-            retention_days=env.float("FLOWER_OPS_SYNC_RETENTION_DAYS", 30.0, minimum=0.0),
+            retention_days=env.number("FLOWER_OPS_SYNC_RETENTION_DAYS", 30.0, minimum=0.0),
             retention_mode=mode,
-            retention_batch_size=env.int("FLOWER_OPS_SYNC_RETENTION_BATCH_SIZE", 1000,
-                                         minimum=1, maximum=100_000),
-            retention_interval_seconds=env.float("FLOWER_OPS_SYNC_RETENTION_INTERVAL_SECONDS",
-                                                 600.0, minimum=1.0),
-            metrics_port=env.int("FLOWER_OPS_SYNC_METRICS_PORT", 9808, minimum=0,
-                                 maximum=65535),
-            metrics_address=env.str("FLOWER_OPS_SYNC_METRICS_ADDRESS", "0.0.0.0") or "0.0.0.0",
-            leader_lock_key=env.int("FLOWER_OPS_SYNC_LEADER_LOCK_KEY", 0x466C6F7753796E63,
-                                    minimum=-(2 ** 63), maximum=2 ** 63 - 1),
-            leader_poll_seconds=env.float("FLOWER_OPS_SYNC_LEADER_POLL_SECONDS", 1.0,
-                                          minimum=0.05, maximum=60.0),
+            retention_batch_size=env.integer("FLOWER_OPS_SYNC_RETENTION_BATCH_SIZE", 1000,
+                                             minimum=1, maximum=100_000),
+            retention_interval_seconds=env.number("FLOWER_OPS_SYNC_RETENTION_INTERVAL_SECONDS",
+                                                  600.0, minimum=1.0),
+            metrics_port=env.integer("FLOWER_OPS_SYNC_METRICS_PORT", 9808, minimum=0,
+                                     maximum=65535),
+            metrics_address=env.text("FLOWER_OPS_SYNC_METRICS_ADDRESS", "0.0.0.0") or "0.0.0.0",
+            leader_lock_key=env.integer("FLOWER_OPS_SYNC_LEADER_LOCK_KEY", 0x466C6F7753796E63,
+                                        minimum=-(2 ** 63), maximum=2 ** 63 - 1),
+            leader_poll_seconds=env.number("FLOWER_OPS_SYNC_LEADER_POLL_SECONDS", 1.0,
+                                           minimum=0.05, maximum=60.0),
             backoff_initial_seconds=backoff_initial,
             backoff_max_seconds=backoff_max,
             log_level=level,
-            fast_redis_events=env.bool("FLOWER_OPS_SYNC_FAST_REDIS_EVENTS", True),
-            discovery_interval_seconds=env.float("FLOWER_OPS_SYNC_DISCOVERY_INTERVAL_SECONDS",
-                                                 300.0, minimum=0.0, maximum=86400.0),
-            discovery_batch_size=env.int("FLOWER_OPS_SYNC_DISCOVERY_BATCH_SIZE", 2000,
-                                         minimum=10, maximum=100_000),
-            discovery_pause_seconds=env.float("FLOWER_OPS_SYNC_DISCOVERY_PAUSE_SECONDS", 0.02,
-                                              minimum=0.0, maximum=60.0),
-            discover_queued_max=env.int("FLOWER_OPS_SYNC_DISCOVER_QUEUED_MAX", 10_000,
-                                        minimum=0, maximum=10_000_000),
+            fast_redis_events=env.flag("FLOWER_OPS_SYNC_FAST_REDIS_EVENTS", True),
+            discovery_interval_seconds=env.number("FLOWER_OPS_SYNC_DISCOVERY_INTERVAL_SECONDS",
+                                                  300.0, minimum=0.0, maximum=86400.0),
+            discovery_batch_size=env.integer("FLOWER_OPS_SYNC_DISCOVERY_BATCH_SIZE", 2000,
+                                             minimum=10, maximum=100_000),
+            discovery_pause_seconds=env.number("FLOWER_OPS_SYNC_DISCOVERY_PAUSE_SECONDS", 0.02,
+                                               minimum=0.0, maximum=60.0),
+            discover_queued_max=env.integer("FLOWER_OPS_SYNC_DISCOVER_QUEUED_MAX", 10_000,
+                                            minimum=0, maximum=10_000_000),
         )

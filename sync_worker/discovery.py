@@ -32,9 +32,9 @@ from typing import Any
 from celery import states
 
 from flower_ops.core.payload import decode_args
-from sync_worker.reconcile import transition_from_meta
-from flower_ops.db.batch import PgExecutionStore
 from flower_ops.core.transitions import Transition, fold
+from flower_ops.db.batch import PgExecutionStore
+from sync_worker.reconcile import transition_from_meta
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ class ResultDiscovery:
             return report
         now = time.time()
         transitions: list[Transition] = []
-        for task_id, raw in zip(unknown, self._client.mget([by_id[i] for i in unknown])):
+        for task_id, raw in zip(unknown, self._client.mget([by_id[i] for i in unknown]),
+                                strict=True):
             if not raw:
                 continue    # expired between SCAN and MGET
             meta = self._backend.decode_result(raw)

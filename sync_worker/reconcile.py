@@ -31,10 +31,11 @@ from typing import Any
 
 from celery import states
 
-from sync_worker.receiver import WorkerLiveness, _epoch
-from flower_ops.db.batch import OpenExecution, PgExecutionStore
-from flower_ops.core.transitions import Transition, fold
 from flower_ops.core.lifecycle import advances
+from flower_ops.core.transitions import Transition, fold
+from flower_ops.db.batch import OpenExecution, PgExecutionStore
+from sync_worker.events import to_epoch
+from sync_worker.liveness import WorkerLiveness
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def transition_from_meta(task_id: str, meta: dict[str, Any], *,
     state = meta.get("status")
     if state not in _TIME_FIELD:
         return None
-    when = _epoch(meta.get("date_done")) or now
+    when = to_epoch(meta.get("date_done")) or now
     fields: dict[str, Any] = {}
     if meta.get("worker"):
         fields["worker"] = meta["worker"]
@@ -100,7 +101,7 @@ class BackendReader:
         found: dict[str, dict[str, Any]] = {}
         if hasattr(backend, "mget") and hasattr(backend, "get_key_for_task"):
             keys = [backend.get_key_for_task(task_id) for task_id in task_ids]
-            for task_id, raw in zip(task_ids, backend.mget(keys)):
+            for task_id, raw in zip(task_ids, backend.mget(keys), strict=True):
                 if raw:
                     found[task_id] = backend.decode_result(raw)
             return found

@@ -126,8 +126,8 @@ def _fast_body(payload: bytes) -> bytes | None:
     if end < 0 or not payload.startswith(_ENVELOPE_JSON_BASE64, end):
         return None
     properties = payload.rfind(b'"properties": {')
-    if properties < 0 or payload.find(_BASE64_MARK, properties) < 0 and \
-            payload.find(b'{"body_encoding": "base64", ', properties) < 0:
+    if properties < 0 or (payload.find(_BASE64_MARK, properties) < 0 and
+                          payload.find(b'{"body_encoding": "base64", ', properties) < 0):
         return None
     return base64.b64decode(payload[10:end])
 
@@ -160,10 +160,7 @@ def decode_events(payload: bytes, *,
             # kombu's JSON revives tagged values ({"__type__": ...}); plain
             # json is 3x faster and equal whenever no tag is present
             tagged = b'"__type__"' in raw if isinstance(raw, bytes) else '"__type__"' in raw
-            if tagged:
-                event = kombu_json_loads(raw)
-            else:
-                event = _json(raw)
+            event = kombu_json_loads(raw) if tagged else _json(raw)
         else:
             event = kombu_loads(raw, content_type, encoding, accept=accept)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:

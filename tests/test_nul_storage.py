@@ -10,10 +10,11 @@ from typing import Any
 
 import psycopg
 
-from flower_ops.db.actions import ActionStore, AuditRecord
-from flower_ops.db.jsonsafe import clean_text, holds_nul, jsonb_text
-from flower_ops.db.batch import PgExecutionStore
 from flower_ops.core.transitions import Transition, fold
+from flower_ops.db.actions import ActionStore, AuditRecord
+from flower_ops.db.batch import PgExecutionStore, batch_database
+from flower_ops.db.jsonsafe import clean_text, holds_nul, jsonb_text
+from flower_ops.db.pool import Database
 
 NUL_ARGS = ["nul\x00here", {"k\x00": ["\x00"]}, "a backslash: \\u0000 stays text"]
 NUL_KWARGS = {"key\x00": "value\x00"}
@@ -26,7 +27,7 @@ def _row(database_url: str, task_id: str) -> dict[str, Any]:
                            (task_id,))
         values = cur.fetchone()
         assert values is not None, f"no row for {task_id}"
-        return dict(zip([d.name for d in cur.description or []], values))
+        return dict(zip([d.name for d in cur.description or []], values, strict=True))
 
 
 def test_jsonb_text_spells_out_encoded_nul_only() -> None:
@@ -44,8 +45,8 @@ def test_jsonb_text_spells_out_encoded_nul_only() -> None:
 
 
 def test_sync_worker_stores_nul_args_spelled_out_and_not_exact(database_url: str) -> None:
-    store = PgExecutionStore(database_url=database_url)
-    store.connect()
+    database = batch_database(database_url, application_name="test-nul-storage")
+    store = PgExecutionStore(database)
     try:
         t0 = time.time()
         sent = Transition("nul-task", "PENDING", t0, "sent",
@@ -59,7 +60,7 @@ def test_sync_worker_stores_nul_args_spelled_out_and_not_exact(database_url: str
                          "args_exact": True})
         store.apply(fold([sent, failed, ok]).values(), [sent, failed, ok])
     finally:
-        store.close()
+        database.close()
 
     row = _row(database_url, "nul-task")
     assert row["status"] == "failure"
@@ -72,8 +73,8 @@ def test_sync_worker_stores_nul_args_spelled_out_and_not_exact(database_url: str
 def test_sync_worker_stores_nul_in_id_name_worker_and_queue(database_url: str) -> None:
     # A hostile or buggy producer can put NUL anywhere in an event; a batch
     # PostgreSQL refuses would stall the writer for every task after it.
-    store = PgExecutionStore(database_url=database_url)
-    store.connect()
+    database = batch_database(database_url, application_name="test-nul-storage")
+    store = PgExecutionStore(database)
     try:
         t0 = time.time()
         sent = Transition("id\x00nul", "PENDING", t0, "sent",
@@ -86,7 +87,7 @@ def test_sync_worker_stores_nul_in_id_name_worker_and_queue(database_url: str) -
                         {"task_name": "automation.add", "args": [1], "kwargs": {}})
         store.apply(fold([sent, started, ok]).values(), [sent, started, ok])
     finally:
-        store.close()
+        database.close()
 
     row = _row(database_url, "id\\x00nul")
     assert (row["task_name"], row["worker"], row["queue"], row["status"]) == (
@@ -95,7 +96,8 @@ def test_sync_worker_stores_nul_in_id_name_worker_and_queue(database_url: str) -
 
 
 def test_cancel_and_retry_records_with_nul_args_and_subject(database_url: str) -> None:
-    store = ActionStore(database_url=database_url)
+    database = Database(url=database_url, application_name="test-nul-storage")
+    store = ActionStore(database)
     subject = "operator\x00 zoë"
     try:
         with store.transaction() as tx:
@@ -111,7 +113,7 @@ def test_cancel_and_retry_records_with_nul_args_and_subject(database_url: str) -
                                   {"note": "nul\x00"})])
         entries = store.audit_entries(task_id="cancel-me")
     finally:
-        store.close()
+        database.close()
 
     assert status == "cancelled"
     cancelled = _row(database_url, "cancel-me")

@@ -4,24 +4,25 @@ long-running task reads STARTED) must change nothing and add no history."""
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 from celery import Celery
 
-from sync_worker.receiver import WorkerLiveness
-from sync_worker.reconcile import BackendReader, Reconciler
-from flower_ops.db.batch import PgExecutionStore
 from flower_ops.core.transitions import Transition, fold
+from flower_ops.db.batch import PgExecutionStore, batch_database
+from sync_worker.liveness import WorkerLiveness
+from sync_worker.reconcile import BackendReader, Reconciler
 
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[PgExecutionStore]:
-    s = PgExecutionStore(database_url=database_url)
-    s.connect()
-    yield s
-    s.close()
+    database = batch_database(database_url, application_name="test-sync-reconcile")
+    database.open()
+    yield PgExecutionStore(database)
+    database.close()
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
-"""What one task looks like to the store: transitions and their folding.
+"""What one task looks like to the sync worker's writer: transitions and
+their folding.
 
-The receiver turns Celery events into ``Transition``s; the batcher folds all
+Celery events (``sync_worker/events.py``) and result-backend reads
+(reconciliation, discovery) become ``Transition``s; ``fold`` turns all
 transitions of one task within a batch into one ``TaskDelta`` (so a batch
-touches each row once); the store merges deltas into rows with the same guard
-in SQL (``automation.status_advances``), whose Python twin is
+touches each row once); ``db/batch.py`` merges deltas into rows with the same
+guard in SQL (``automation.status_advances``), whose Python twin is
 ``lifecycle.advances``.
 """
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 
 from flower_ops.core.lifecycle import STATE_TO_STATUS, advances
 
-_MISSING: Any = object()
+# "not known", which None cannot say: a task may return None
+MISSING: Any = object()
 
 
 @dataclass(slots=True)
@@ -49,10 +52,10 @@ class TaskDelta:
     status_at: float | None = None
     worker_lost: bool = False
     task_name: str | None = None
-    args: Any = _MISSING
-    kwargs: Any = _MISSING
+    args: Any = MISSING
+    kwargs: Any = MISSING
     args_exact: bool = False
-    result: Any = _MISSING
+    result: Any = MISSING
     error: str | None = None
     traceback: str | None = None
     worker: str | None = None
@@ -83,7 +86,7 @@ class TaskDelta:
                 setattr(self, name, value)
         if "args" in fields or "kwargs" in fields:
             exact = bool(fields.get("args_exact"))
-            if self.args is _MISSING or (exact and not self.args_exact):
+            if self.args is MISSING or (exact and not self.args_exact):
                 self.args = fields.get("args")
                 self.kwargs = fields.get("kwargs")
                 self.args_exact = exact
@@ -107,7 +110,7 @@ class TaskDelta:
             if status == self.status:
                 for name in OUTCOME_FIELDS:
                     current = getattr(self, name)
-                    if (current is None or current is _MISSING) and name in fields:
+                    if (current is None or current is MISSING) and name in fields:
                         setattr(self, name, fields[name])
         if transition.source == "reconcile":
             self.reconciled_at = max(self.reconciled_at or 0.0, ts)

@@ -1,0 +1,88 @@
+"""Buffer -> PostgreSQL: the writer thread of a leadership term.
+
+It waits for a batch (``batch_size`` events, or the oldest one
+``flush_interval_seconds`` old), folds it into one delta per task and merges
+it (``PgExecutionStore.apply``). A batch the database does not take is
+retried with capped, jittered backoff: the same batch, since a merge is
+idempotent whether or not a cut commit landed. When the term ends mid-retry
+the batch goes back to the buffer for the next term; on exit the worker
+``flush``es what is left.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flower_ops.core.errors import Unavailable
+from flower_ops.core.transitions import Transition, fold
+from flower_ops.db.batch import PgExecutionStore
+from sync_worker.backoff import describe
+from sync_worker.buffer import EventBuffer
+from sync_worker.config import SyncWorkerConfig
+from sync_worker.metrics import SyncMetrics
+
+logger = logging.getLogger(__name__)
+
+
+class BatchWriter:
+    def __init__(self, config: SyncWorkerConfig, *, buffer: EventBuffer,
+                 store: PgExecutionStore, metrics: SyncMetrics) -> None:
+        self._config = config
+        self._buffer = buffer
+        self._store = store
+        self._metrics = metrics
+
+    def run(self, term: threading.Event) -> None:
+        """Commit batches until ``term`` is set (wake the buffer to notice)."""
+        config = self._config
+        backoff = config.backoff()
+        while not term.is_set():
+            self._buffer.wait_for_batch(batch_size=config.batch_size,
+                                        flush_interval_seconds=config.flush_interval_seconds,
+                                        stop=term)
+            if term.is_set():
+                break
+            batch = self._buffer.take(config.batch_size)
+            while batch and not term.is_set():
+                if self.commit(batch):
+                    backoff.reset()
+                    break
+                delay = backoff.next_delay()
+                logger.warning("database unavailable; retrying the batch of %d events in "
+                               "%.1fs", len(batch), delay)
+                term.wait(delay)
+            else:
+                if batch:  # stepping down mid-retry: keep the batch for the next term
+                    self._buffer.requeue(batch)
+
+    def commit(self, batch: list[Transition]) -> bool:
+        """Merge one batch; False (logged, counted) when the database is away."""
+        started = time.monotonic()
+        try:
+            changed = self._store.apply(fold(batch).values(), batch)
+        except Unavailable as exc:
+            logger.warning("batch not committed: %s", describe(exc))
+            self._metrics.reconnects.labels("database").inc()
+            return False
+        metrics = self._metrics
+        metrics.events.inc(len(batch))
+        metrics.batch_size.observe(len(batch))
+        metrics.batch_seconds.observe(time.monotonic() - started)
+        metrics.rows_changed.inc(changed)
+        metrics.lag.set(max(0.0, time.time() - min(t.timestamp for t in batch)))
+        metrics.buffered.set(len(self._buffer))
+        return True
+
+    def flush(self, *, timeout_seconds: float = 10.0) -> None:
+        """Commit everything buffered, retrying for up to ``timeout_seconds``."""
+        deadline = time.monotonic() + timeout_seconds
+        backoff = self._config.backoff()
+        while len(self._buffer) and time.monotonic() < deadline:
+            batch = self._buffer.take(self._config.batch_size)
+            if not self.commit(batch):
+                self._buffer.requeue(batch)
+                time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
+        if len(self._buffer):
+            logger.warning("exiting with %d events not committed; the next start reconciles "
+                           "them from the result backend", len(self._buffer))
