@@ -159,7 +159,9 @@ class TaskSeeder:
         ]
         ids = [r.id for r in sent] + self.seed_cancellable()
         revoked = self.ids[-1]                                              # REVOKED
-        self._wait_known(revoked)
+        # the retryable ones failed before a retry names them
+        for result in (sent[2], sent[5]):
+            self._wait_known(result.id, states=("FAILURE",))
         requests.post(f"{self.stack.api}/tasks/{revoked}/cancel", timeout=30,
                       headers={"Authorization": f"Bearer {self.token}"})
         self.ids.extend(r.id for r in sent)
@@ -175,6 +177,10 @@ class TaskSeeder:
             automation.add.apply_async((1, 1), countdown=3600),              # RECEIVED (eta)
             automation.sleep.apply_async((0.1,), queue="parked"),            # to be REVOKED
         ]
+        # Known to the monitor before the fuzzer names them: the newest ids go
+        # first, and an id its events have not reached yet is only ever a 404
+        for result in sent:
+            self._wait_known(result.id)
         self.ids.extend(r.id for r in sent)
         return [r.id for r in sent]
 
@@ -193,12 +199,15 @@ class TaskSeeder:
                                "WHERE execution_id = ANY(%s)", (ids,)).fetchone()
         return int(row[0]) if row else 0
 
-    def _wait_known(self, task_id: str) -> None:
+    def _wait_known(self, task_id: str, *, states: tuple[str, ...] = ()) -> None:
+        """Until the monitor knows the task (in one of ``states``, if given)."""
         def known() -> bool:
             response = requests.get(f"{self.stack.api}/tasks/{task_id}", timeout=10,
                                     headers={"Authorization": f"Bearer {self.token}"})
-            return response.status_code == 200
-        wait_for(known, timeout_seconds=30, interval_seconds=0.2, message=f"task {task_id}")
+            return response.status_code == 200 and (
+                not states or response.json().get("state") in states)
+        wait_for(known, timeout_seconds=30, interval_seconds=0.2,
+                 message=f"task {task_id} {' or '.join(states) or 'known'}")
 
 
 # -- credentials ---------------------------------------------------------------------

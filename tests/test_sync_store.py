@@ -207,10 +207,6 @@ def test_operator_writes_cancel_retry_links_and_audit(store: PgExecutionStore,
     assert audit == [("alice", "cancel", "a", "ok", {"terminated": True})]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "db/actions.py: when the cancel changes nothing, the unchanged-row trigger skips the "
-    "update, RETURNING yields no row and mark_cancelled answers 'cancelled'; remove this "
-    "mark once it reads the row's status instead"))
 def test_cancel_of_a_finished_task_answers_its_final_status(store: PgExecutionStore,
                                                               database: Database) -> None:
     apply_each(store, ev("done", "SUCCESS", 1))

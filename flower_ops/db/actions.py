@@ -137,6 +137,11 @@ class ActionTransaction:
             "kwargs": _jsonb(kwargs),
             "exact": args_exact and args is not None and _stored_exactly(args, kwargs),
             "queue": queue, "routing_key": routing_key, "exchange": exchange})).fetchone()
+        if row is None:
+            # Nothing changed (the row was already final: the unchanged-row
+            # trigger skipped the update, so RETURNING is empty): say what it is
+            row = self.conn.execute(f"SELECT status FROM {EXECUTIONS} WHERE execution_id = %s",
+                                    (clean_text(task_id),)).fetchone()
         status = str(row[0]) if row else "cancelled"
         if status == "cancelled":
             self.conn.execute(_HISTORY_SQL, (task_id, "REVOKED", at,

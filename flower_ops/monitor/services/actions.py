@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from flower_ops.core.errors import Conflict, NotConfigured, NotFound, Unavailable
-from flower_ops.core.lifecycle import CANCELLABLE, RETRYABLE
+from flower_ops.core.lifecycle import CANCELLABLE, RETRYABLE, STATUS_TO_STATE
 from flower_ops.core.query import TaskQuery
 from flower_ops.db.actions import ActionStore, AuditRecord
 from flower_ops.monitor.services.action_lookup import Decision, TaskLookup, TaskSnapshot
@@ -155,7 +155,8 @@ class TaskActionService:
                     if status != "cancelled":   # it finished while we looked
                         results[snap.id] = {
                             "id": snap.id, "outcome": "conflict", "reason": "state",
-                            "state": status.upper(), "message": "the task finished meanwhile"}
+                            "state": STATUS_TO_STATE.get(status, status.upper()),
+                            "message": "the task finished meanwhile"}
                         continue
                     to_revoke.append(snap.id)
                     results[snap.id] = {
