@@ -14,6 +14,8 @@ from importlib import resources
 
 import psycopg
 
+from flower_ops.db.schema import MIGRATIONS, SCHEMA
+
 logger = logging.getLogger(__name__)
 
 # Any fixed 64-bit number; shared by every process that migrates this schema.
@@ -55,17 +57,17 @@ def _migrate(conn: psycopg.Connection) -> list[int]:
     for migration in available_migrations():
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-            conn.execute("CREATE SCHEMA IF NOT EXISTS automation")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS automation.schema_migrations ("
+                f"CREATE TABLE IF NOT EXISTS {MIGRATIONS} ("
                 " version integer PRIMARY KEY, name text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())")
-            done = conn.execute("SELECT 1 FROM automation.schema_migrations WHERE version = %s",
+            done = conn.execute(f"SELECT 1 FROM {MIGRATIONS} WHERE version = %s",
                                 (migration.version,)).fetchone()
             if done:
                 continue
             conn.execute(migration.sql.encode("utf-8"))
-            conn.execute("INSERT INTO automation.schema_migrations (version, name) "
+            conn.execute(f"INSERT INTO {MIGRATIONS} (version, name) "
                          "VALUES (%s, %s)", (migration.version, migration.name))
             applied_now.append(migration.version)
             logger.info("applied migration %s", migration.name)

@@ -15,6 +15,7 @@ EXECUTIONS = f"{SCHEMA}.job_executions"
 HISTORY = f"{SCHEMA}.job_execution_history"
 AUDIT = f"{SCHEMA}.operator_audit"
 ARCHIVE = f"{SCHEMA}.job_executions_archive"
+MIGRATIONS = f"{SCHEMA}.schema_migrations"
 # The SQL twin of core.lifecycle.advances (migrations/0001)
 STATUS_ADVANCES = f"{SCHEMA}.status_advances"
 
