@@ -32,6 +32,7 @@ class BatchWriter:
         self._buffer = buffer
         self._store = store
         self._metrics = metrics
+        self._lost_seen = 0
 
     def run(self, term: threading.Event) -> None:
         """Commit batches until ``term`` is set (wake the buffer to notice)."""
@@ -65,6 +66,8 @@ class BatchWriter:
             logger.warning("batch not committed: %s", describe(exc))
             self._metrics.reconnects.labels("database").inc()
             return False
+        finally:
+            self._count_replaced_connections()
         metrics = self._metrics
         metrics.events.inc(len(batch))
         metrics.batch_size.observe(len(batch))
@@ -73,6 +76,14 @@ class BatchWriter:
         metrics.lag.set(max(0.0, time.time() - min(t.timestamp for t in batch)))
         metrics.buffered.set(len(self._buffer))
         return True
+
+    def _count_replaced_connections(self) -> None:
+        lost = self._store.database.connections_lost()
+        if lost > self._lost_seen:
+            logger.info("database: %d lost connection(s) replaced by the pool",
+                        lost - self._lost_seen)
+            self._metrics.reconnects.labels("database").inc(lost - self._lost_seen)
+            self._lost_seen = lost
 
     def flush(self, *, timeout_seconds: float = 10.0) -> None:
         """Commit everything buffered, retrying for up to ``timeout_seconds``."""

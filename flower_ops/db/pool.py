@@ -123,6 +123,11 @@ class Database:
         if self._opened:
             self._pool.putconn(conn)
 
+    def connections_lost(self) -> int:
+        """Connections the pool found dead at checkout and replaced, so far
+        (a cut the caller never saw fail: still a reconnection to report)."""
+        return int(self._pool.get_stats().get("connections_lost", 0))
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
