@@ -119,8 +119,9 @@ def test_missing_database_url_stops_with_one_message_naming_it(redis_url: str) -
 def test_task_whose_worker_died_mid_run_is_marked_lost(
         redis_url: str, database_url: str, tmp_path: Path) -> None:
     app = client_app(redis_url)
-    worker = CeleryWorker(redis_url, concurrency=1).start()
+    # the sync worker first: if it cannot start, no Celery worker is left behind
     sync = start_in_process(redis_url, database_url, FLOWER_OPS_SYNC_WORKER_LOST_SECONDS="3")
+    worker = CeleryWorker(redis_url, concurrency=1).start()
     try:
         worker.wait_ready(app)
         running = app.send_task("automation.sleep", args=(60,))
@@ -141,8 +142,8 @@ def test_redis_restart_mid_run_loses_no_final_state(database_url: str) -> None:
     server.start()
     url = server.url(0)
     app = client_app(url)
-    worker = CeleryWorker(url, concurrency=2).start()
     sync = start_in_process(url, database_url)
+    worker = CeleryWorker(url, concurrency=2).start()
     try:
         worker.wait_ready(app)
         first = [app.send_task("automation.add", args=(i, 1)) for i in range(50)]
@@ -177,9 +178,9 @@ def test_database_connection_cut_mid_batch_converges(
     proxy = TcpProxy(target_host=target.hostname or "127.0.0.1",
                      target_port=target.port or 5432).start()
     app = client_app(redis_url)
-    worker = CeleryWorker(redis_url, concurrency=2).start()
     sync = start_in_process(redis_url, proxy.url(database_url),
                             FLOWER_OPS_SYNC_BATCH_SIZE="50")
+    worker = CeleryWorker(redis_url, concurrency=2).start()
     try:
         worker.wait_ready(app)
         with app.producer_or_acquire() as producer:
