@@ -21,6 +21,8 @@ from flower_ops.db.actions import ActionStore
 from flower_ops.db.pool import Database
 from flower_ops.monitor.services.action_lookup import TaskLookup
 from flower_ops.monitor.services.actions import TaskActionService
+from flower_ops.monitor.services.audit import AuditTrail
+from flower_ops.monitor.services.cancellation import Cancellation
 from flower_ops.monitor.services.celery_gateway import CeleryGateway
 from flower_ops.demo.embedded import free_port
 from flower_ops.core.errors import Unavailable
@@ -40,13 +42,18 @@ def make_service(*, broker_url: str, backend_url: str, database_url: str,
         return asyncio.get_running_loop().run_in_executor(executor, partial(fn, *args))
 
     store = ActionStore(Database(url=database_url, application_name="test-actions"))
+    tasks = memory or {}
+    gateway = CeleryGateway(capp=app, markers=RevocationMarkers(app), broker_timeout_seconds=2.0)
+    audit = AuditTrail(store)
     return TaskActionService(
         lookup=TaskLookup(capp=app, store=store, run_blocking=run_blocking,
-                          memory_lookup=lambda ids: {i: (memory or {})[i] for i in ids
-                                                     if i in (memory or {})}),
-        gateway=CeleryGateway(capp=app, markers=RevocationMarkers(app),
-                              broker_timeout_seconds=2.0),
-        store=store, run_blocking=run_blocking)
+                          memory_lookup=lambda ids: {i: tasks[i] for i in ids if i in tasks}),
+        gateway=gateway, store=store, audit=audit,
+        cancellation=Cancellation(
+            gateway=gateway, store=store, audit=audit, run_blocking=run_blocking,
+            memory_states=lambda ids: {i: tasks[i].state for i in ids if i in tasks},
+            record_revoked=lambda ids, at: None, confirm_seconds=1.0),
+        run_blocking=run_blocking)
 
 
 def insert_row(database_url: str, task_id: str, status: str) -> None:

@@ -185,3 +185,59 @@ def test_monitor_honours_flower_broker_api_option_and_says_which_source(
         assert prio["messages"] == 10 and prio["unacked"] is None
     finally:
         monitor.stop()
+
+
+def test_cancel_of_a_queued_task_on_rabbitmq_is_revoked_everywhere_and_counted_in_its_queue(
+        redis_url: str, client_app: Celery, names: dict[str, str]) -> None:
+    """RabbitMQ cannot take one message out of a queue: the task is REVOKED in
+    every view at once, and the queue says how many of its ready messages are
+    already revoked, until a worker takes and discards them."""
+    queue = names["slow"]
+    monitor = Monitor(RABBIT_URL, env={"CELERY_RESULT_BACKEND": redis_url,
+                                       "FLOWER_OPS_QUEUES": queue,
+                                       "FLOWER_OPS_QUEUE_REFRESH_SECONDS": "0.5",
+                                       "FLOWER_OPS_CANCEL_CONFIRM_SECONDS": "1"})
+    monitor.start().wait_ready()
+    worker = None
+    try:
+        headers = {"Authorization": f"Bearer {monitor.token()}"}
+
+        def get(path: str, **params: str) -> dict:  # type: ignore[type-arg]
+            response = requests.get(f"{monitor.api}{path}", headers=headers, params=params,
+                                    timeout=10)
+            assert response.status_code == 200, response.text
+            return response.json()  # type: ignore[no-any-return]
+
+        def in_queue() -> dict | None:  # type: ignore[type-arg]
+            return next((q for q in get("/queues")["queues"] if q["name"] == queue), None)
+
+        task_id = client_app.send_task("automation.add", args=(1, 2), queue=queue).id
+        wait_for(lambda: requests.get(f"{monitor.api}/tasks/{task_id}", headers=headers,
+                                      timeout=5).status_code == 200,
+                 timeout_seconds=30, message="the monitor knows the queued task")
+        wait_for(lambda: (in_queue() or {}).get("messages") == 1, timeout_seconds=30,
+                 message="the message is ready in its queue")
+
+        response = requests.post(f"{monitor.api}/tasks/{task_id}/cancel", headers=headers,
+                                 timeout=30)
+        assert response.status_code == 200, response.text
+        assert (response.json()["outcome"], response.json()["state"]) == ("cancelled", "REVOKED")
+        listing = {t["id"]: t["state"] for t in get("/tasks", queue=queue)["tasks"]}
+        assert listing[task_id] == "REVOKED"
+        assert task_id in {t["id"] for t in get("/tasks", state="REVOKED")["tasks"]}
+        wait_for(lambda: (in_queue() or {}).get("revoked") == 1, timeout_seconds=30,
+                 message="the queue counts its revoked ready message")
+        assert in_queue()["messages"] == 1   # type: ignore[index]  # still there: RabbitMQ
+
+        worker = CeleryWorker(RABBIT_URL, queues=[queue], concurrency=1,
+                              env={"CELERY_RESULT_BACKEND": redis_url}).start()
+        worker.wait_ready(client_app)
+        wait_for(lambda: (in_queue() or {}).get("messages") == 0 and
+                 (in_queue() or {}).get("revoked") == 0, timeout_seconds=60,
+                 message="a worker took and discarded it")
+        assert requests.get(f"{monitor.api}/tasks/{task_id}", headers=headers,
+                            timeout=5).json()["state"] == "REVOKED"   # unchanged
+    finally:
+        if worker is not None:
+            worker.stop()
+        monitor.stop()

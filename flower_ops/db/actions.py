@@ -196,6 +196,12 @@ class ActionStore:
         with self._connection() as conn, conn.transaction():
             yield ActionTransaction(conn)
 
+    def ping(self) -> None:
+        """Raise ``Unavailable`` unless the database answers (an action checks
+        before it sends anything it could not then record)."""
+        with self._connection() as conn:
+            conn.execute("SELECT 1")
+
     def rows(self, task_ids: Sequence[str]) -> dict[str, StoredTask]:
         if not task_ids:
             return {}

@@ -73,6 +73,7 @@ class MonitorConfig:
     ws_client_buffer_bytes: int = 8 * 1024 * 1024
     ws_flush_seconds: float = 0.2
     bulk_max_tasks: int = 1000
+    cancel_confirm_seconds: float = 3.0
     db_pool_max_size: int = 4
     max_request_bytes: int = 10 * 1024 * 1024
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
@@ -109,7 +110,9 @@ class MonitorConfig:
             ws_flush_seconds=env.number("FLOWER_OPS_WS_FLUSH_SECONDS", 0.2, minimum=0.01,
                                        maximum=1.0),
             bulk_max_tasks=env.integer("FLOWER_OPS_BULK_MAX_TASKS", 1000, minimum=1,
-                                   maximum=100_000),
+                                       maximum=100_000),
+            cancel_confirm_seconds=env.number("FLOWER_OPS_CANCEL_CONFIRM_SECONDS", 3.0,
+                                              minimum=0.1, maximum=60.0),
             db_pool_max_size=env.integer("FLOWER_OPS_DB_POOL_MAX_SIZE", 4, minimum=1, maximum=100),
             max_request_bytes=env.integer("FLOWER_OPS_MAX_REQUEST_BYTES", 10 * 1024 * 1024,
                                       minimum=1024 * 1024, maximum=1 << 30),

@@ -109,7 +109,9 @@ class ActionHandler(ApiHandler):
 class CancelHandler(ActionHandler):
     async def post(self, task_id: str) -> None:
         task_id = check_task_id(task_id)
-        self.write_json(await self.actions.cancel(task_id, subject=self.principal.subject))
+        result = await self.actions.cancel(task_id, subject=self.principal.subject)
+        # 202: the revoke went out, a running task was signalled, its end is not known yet
+        self.write_json(result, status=202 if result["outcome"] == "requested" else 200)
 
 
 class RetryHandler(ActionHandler):

@@ -9,8 +9,8 @@ from flower_ops.monitor.http import openapi
 _NULLABLE_STRING = {"type": "string", "nullable": True}
 _TASK_ID = {"name": "task_id", "in": "path", "required": True,
             "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
-_OUTCOMES = ["cancelled", "retried", "would_cancel", "would_retry", "conflict", "not_found",
-             "unavailable"]
+_OUTCOMES = ["cancelled", "requested", "retried", "would_cancel", "would_retry", "conflict",
+             "not_found", "unavailable"]
 
 TASK_OUTCOME: dict[str, Any] = {
     "type": "object",
@@ -98,7 +98,7 @@ AUDIT_LOG: dict[str, Any] = {
             "id": {"type": "integer"}, "timestamp": {"type": "number"},
             "subject": {"type": "string"}, "action": {"type": "string"},
             "task_id": _NULLABLE_STRING,
-            "outcome": {"type": "string", "enum": ["ok", "rejected", "error"]},
+            "outcome": {"type": "string", "enum": ["ok", "requested", "rejected", "error"]},
             "detail": {}}}},
         "next": {"type": "string", "nullable": True,
                  "description": "pass as cursor for older entries"},
@@ -125,10 +125,17 @@ def openapi_paths(*, max_tasks: int) -> dict[str, dict[str, Any]]:
     paths["/tasks/{task_id}/cancel"] = {"post": {
         "summary": "Cancel a task (PENDING, RECEIVED or STARTED)",
         "operationId": "cancelTask",
-        "description": "Revokes the task in Celery; a running one is terminated (SIGTERM). "
-                       "The database row becomes cancelled at once. Audited.",
+        "description": "Revokes the task in Celery; a running one is terminated (SIGTERM), a "
+                       "queued one is taken out of its queue where the broker allows (Redis). "
+                       "The answer says what happened: 200 cancelled (REVOKED everywhere, the "
+                       "row cancelled, at once); 409 when the task ended first, with its real "
+                       "state; 202 requested when a running task was signalled and has not "
+                       "ended within FLOWER_OPS_CANCEL_CONFIRM_SECONDS. Audited.",
         "parameters": [_TASK_ID],
-        "responses": {**openapi.ok(TASK_OUTCOME), **openapi.errors(400, 401, 403, 404, 409, 503)},
+        "responses": {**openapi.ok(TASK_OUTCOME),
+                      "202": {"description": "Revoke sent, the running task not ended yet",
+                              "content": {"application/json": {"schema": TASK_OUTCOME}}},
+                      **openapi.errors(400, 401, 403, 404, 409, 503)},
     }}
     paths["/tasks/{task_id}/retry"] = {"post": {
         "summary": "Retry a task (FAILURE or REVOKED) as a new task",

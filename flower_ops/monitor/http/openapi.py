@@ -182,6 +182,10 @@ BASE: dict[str, Any] = {
                     "unacked": NULLABLE_INT, "consumers": NULLABLE_INT,
                     "rate_in": NULLABLE_NUMBER, "rate_out": NULLABLE_NUMBER,
                     "oldest_message_age_seconds": NULLABLE_NUMBER,
+                    "revoked": {"type": "integer",
+                                "description": "ready messages whose task is already revoked "
+                                               "(a worker discards them; Redis: taken out at "
+                                               "once, so 0)"},
                     "by_priority": {"type": "object",
                                     "additionalProperties": {"type": "integer"}}}}},
                 "broker": {"type": "object", "properties": {

@@ -26,10 +26,12 @@ from functools import partial
 from typing import Any
 
 from flower_ops.core.errors import Conflict, NotConfigured, NotFound, Unavailable
-from flower_ops.core.lifecycle import CANCELLABLE, RETRYABLE, STATUS_TO_STATE
+from flower_ops.core.lifecycle import CANCELLABLE, RETRYABLE
 from flower_ops.core.query import TaskQuery
 from flower_ops.db.actions import ActionStore, AuditRecord
 from flower_ops.monitor.services.action_lookup import Decision, TaskLookup, TaskSnapshot
+from flower_ops.monitor.services.audit import AuditTrail
+from flower_ops.monitor.services.cancellation import Cancellation
 from flower_ops.monitor.services.celery_gateway import CeleryGateway
 
 logger = logging.getLogger(__name__)
@@ -41,10 +43,13 @@ class TaskActionService:
     """Cancels and retries Celery tasks, audited, singly or in bulk."""
 
     def __init__(self, *, lookup: TaskLookup, gateway: CeleryGateway, store: ActionStore | None,
+                 cancellation: Cancellation, audit: AuditTrail,
                  run_blocking: Callable[..., Awaitable[Any]], max_tasks: int = 1000) -> None:
         self.lookup = lookup
         self.gateway = gateway
         self.store = store
+        self.cancellation = cancellation
+        self.audit = audit
         self.max_tasks = max_tasks
         self._run_blocking = run_blocking
 
@@ -66,12 +71,12 @@ class TaskActionService:
         if dry_run:
             results = [self._dry_result(action, d) for d in decisions]
         else:
-            results = await self._run_blocking(self._execute, action, decisions, subject)
+            results = await self._execute(action, decisions, subject)
         counts: dict[str, int] = {}
         for result in results:
             counts[result["outcome"]] = counts.get(result["outcome"], 0) + 1
         return {"action": action, "dry_run": dry_run, "requested": len(ids), "counts": counts,
-                "results": results, "audit": "database" if self.store else "log"}
+                "results": results, "audit": self.audit.where}
 
     async def audit_log(self, *, task_id: str | None, subject: str | None,
                         action: str | None, before_id: int | None,
@@ -113,65 +118,31 @@ class TaskActionService:
         return {"id": decision.task_id, "outcome": f"would_{action}", "state": snapshot.state,
                 "name": snapshot.name, "queue": snapshot.queue}
 
-    # -- step 3: do (blocking; runs on the plugin's executor) -----------------------
+    # -- step 3: do -----------------------------------------------------------------
 
-    def _execute(self, action: str, decisions: list[Decision],
-                 subject: str) -> list[dict[str, Any]]:
+    async def _execute(self, action: str, decisions: list[Decision],
+                       subject: str) -> list[dict[str, Any]]:
         allowed = [d for d in decisions if d.outcome == "allowed"]
         refused = [d for d in decisions if d.outcome != "allowed"]
         done: dict[str, dict[str, Any]] = {}
-        if allowed:
-            if action == "cancel":
-                done = self._cancel_all(allowed, subject)
-            else:
-                done = self._retry_each(allowed, subject)
+        if allowed and action == "cancel":
+            done = await self.cancellation.run(
+                [d.snapshot for d in allowed if d.snapshot is not None], subject)
+        elif allowed:
+            done = await self._run_blocking(self._retry_each, allowed, subject)
         results = [done[d.task_id] if d.task_id in done else _refusal(d) for d in decisions]
-        # Refusals are audited too: who tried what, and why it was refused.
-        self._audit_best_effort([
-            AuditRecord(subject, action, d.task_id, "rejected",
-                        {"reason": d.reason, "state": d.snapshot.state if d.snapshot else None})
-            for d in refused] + [
-            AuditRecord(subject, action, r["id"], "rejected",
-                        {"reason": r.get("reason"), "state": r.get("state")})
-            for r in done.values() if r["outcome"] == "conflict"])
-        return results
-
-    def _cancel_all(self, decisions: list[Decision], subject: str) -> dict[str, dict[str, Any]]:
-        at = time.time()
-        results: dict[str, dict[str, Any]] = {}
-        try:
-            with self._transaction() as tx:
-                to_revoke: list[str] = []
-                for decision in decisions:
-                    snap = decision.snapshot
-                    assert snap is not None
-                    status = "cancelled"
-                    if tx is not None:
-                        status = tx.mark_cancelled(
-                            task_id=snap.id, at=at, subject=subject, name=snap.name,
-                            args=snap.args, kwargs=snap.kwargs, args_exact=snap.args_exact,
-                            queue=snap.queue, routing_key=snap.routing_key,
-                            exchange=snap.exchange)
-                    if status != "cancelled":   # it finished while we looked
-                        results[snap.id] = {
-                            "id": snap.id, "outcome": "conflict", "reason": "state",
-                            "state": STATUS_TO_STATE.get(status, status.upper()),
-                            "message": "the task finished meanwhile"}
-                        continue
-                    to_revoke.append(snap.id)
-                    results[snap.id] = {
-                        "id": snap.id, "outcome": "cancelled", "previous_state": snap.state,
-                        "state": "REVOKED", "status": "cancelled",
-                        "terminate": True, "name": snap.name}
-                records = [AuditRecord(subject, "cancel", task_id, "ok",
-                                       {"previous_state": results[task_id]["previous_state"]})
-                           for task_id in to_revoke]
-                self._audit_in(tx, records)
-                if to_revoke:
-                    self.gateway.revoke(to_revoke)
-        except Unavailable as exc:
-            self._audit_error(subject, "cancel", decisions, exc)
-            raise
+        # Refusals are audited too: who tried what, and why it was refused
+        # (a cancel records its own outcomes, races lost included).
+        records = [AuditRecord(subject, action, d.task_id, "rejected",
+                               {"reason": d.reason,
+                                "state": d.snapshot.state if d.snapshot else None})
+                   for d in refused]
+        if action == "retry":
+            records += [AuditRecord(subject, action, r["id"], "rejected",
+                                    {"reason": r.get("reason"), "state": r.get("state")})
+                        for r in done.values() if r["outcome"] == "conflict"]
+        if records:
+            await self._run_blocking(self.audit.best_effort, records)
         return results
 
     def _retry_each(self, decisions: list[Decision], subject: str) -> dict[str, dict[str, Any]]:
@@ -195,7 +166,7 @@ class TaskActionService:
                 "id": decision.task_id, "outcome": "unavailable",
                 "state": decision.snapshot.state if decision.snapshot else None,
                 "message": failure.message, "detail": failure.detail}
-        self._audit_error(subject, "retry", unavailable, failure)
+        self.audit.failed(subject, "retry", [d.task_id for d in unavailable], failure)
         if not any(r["outcome"] == "retried" for r in results.values()):
             raise failure
         return results
@@ -212,8 +183,9 @@ class TaskActionService:
                                 at=at, subject=subject, name=snap.name, args=args,
                                 kwargs=kwargs, queue=snap.queue, routing_key=snap.routing_key,
                                 exchange=snap.exchange)
-            self._audit_in(tx, [AuditRecord(subject, "retry", snap.id, "ok",
-                                            {"new_id": new_id, "previous_state": snap.state})])
+            self.audit.within(tx, [AuditRecord(subject, "retry", snap.id, "ok",
+                                               {"new_id": new_id,
+                                                "previous_state": snap.state})])
             self.gateway.publish(conn, snap, new_id, args, kwargs)
         self.lookup.remember_retry(snap.id, new_id)
         return {"id": snap.id, "outcome": "retried", "state": snap.state,
@@ -229,31 +201,6 @@ class TaskActionService:
             return
         with self.store.transaction() as tx:
             yield tx
-
-    def _audit_in(self, tx: Any, records: list[AuditRecord]) -> None:
-        if tx is not None:
-            tx.audit(records)
-        else:
-            for r in records:
-                logger.info("audit: %s %s %s -> %s %s", r.subject, r.action, r.task_id,
-                            r.outcome, r.detail)
-
-    def _audit_best_effort(self, records: list[AuditRecord]) -> None:
-        if not records:
-            return
-        if self.store is None:
-            self._audit_in(None, records)
-            return
-        try:
-            self.store.audit(records)
-        except Exception:
-            logger.warning("could not write %d audit record(s)", len(records), exc_info=True)
-
-    def _audit_error(self, subject: str, action: str, decisions: list[Decision],
-                     error: Unavailable) -> None:
-        self._audit_best_effort([AuditRecord(subject, action, d.task_id, "error",
-                                             {"reason": error.message, "detail": error.detail})
-                                 for d in decisions])
 
 
 def _refusal(decision: Decision) -> dict[str, Any]:

@@ -3,7 +3,7 @@ connection pool, every broker error turned into ``Unavailable``."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,13 +15,24 @@ from flower_ops.revocations import RevocationMarkers
 logger = logging.getLogger(__name__)
 
 
+# remove(queue, task_ids) -> the ids whose waiting message was taken out
+QueueRemover = Callable[[str, Sequence[str]], set[str]]
+
+
 class CeleryGateway:
-    """Blocking: call it on the executor."""
+    """Blocking: call it on the executor.
+
+    ``remove_queued`` takes waiting messages out of their queue where the
+    broker allows it (Redis); without it (RabbitMQ) a revoked message stays
+    until a worker receives and discards it.
+    """
 
     def __init__(self, *, capp: Any, markers: RevocationMarkers,
+                 remove_queued: QueueRemover | None = None,
                  broker_timeout_seconds: float = 5.0) -> None:
         self.capp = capp
         self.markers = markers
+        self.remove_queued = remove_queued
         self._broker_timeout = broker_timeout_seconds
 
     @contextmanager
@@ -63,6 +74,25 @@ class CeleryGateway:
             except Exception:
                 logger.warning("could not remove revoke markers", exc_info=True)
             raise
+
+    def take_out_of_queues(self, queued: Sequence[TaskSnapshot]) -> set[str]:
+        """After the revoke: the waiting messages of ``queued`` tasks taken out
+        of their queues, where the broker allows it. Returns those ids: they
+        can no longer run. Best effort: a failure leaves them to the revoke."""
+        if self.remove_queued is None:
+            return set()
+        by_queue: dict[str, list[str]] = {}
+        for snap in queued:
+            if snap.queue:
+                by_queue.setdefault(snap.queue, []).append(snap.id)
+        removed: set[str] = set()
+        for queue, ids in by_queue.items():
+            try:
+                removed |= self.remove_queued(queue, ids)
+            except Exception:
+                logger.warning("could not take %d revoked message(s) out of %s", len(ids),
+                               queue, exc_info=True)
+        return removed
 
     def publish(self, conn: Any, snap: TaskSnapshot, new_id: str, args: list[Any],
                  kwargs: dict[str, Any]) -> None:

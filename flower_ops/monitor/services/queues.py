@@ -23,11 +23,15 @@ DEQUEUE_HORIZON_SECONDS = 2 * int(RATE_WINDOW_SECONDS)
 class QueueService:
     def __init__(self, *, source: QueueSource | None, transport: str,
                  queue_names: Callable[[], Iterable[str]],
-                 consumers: Callable[[], dict[str, int]]) -> None:
+                 consumers: Callable[[], dict[str, int]],
+                 revoked_waiting: Callable[[str], int] | None = None) -> None:
         self.source = source
         self.transport = transport
         self._queue_names = queue_names
         self._consumers = consumers
+        # where revoked messages stay queued (RabbitMQ): how many, per queue
+        self._revoked_waiting = revoked_waiting
+        self._revoked_counts: dict[str, int] = {}
         self.snapshot: BrokerSnapshot | None = None
         self.last_error: str | None = None
         self.last_error_at: float | None = None
@@ -99,6 +103,9 @@ class QueueService:
         if snapshot is None:
             return
         self.snapshot = snapshot
+        if self._revoked_waiting is not None:
+            self._revoked_counts = {name: self._revoked_waiting(name)
+                                    for name in snapshot.queues}
         self._depth_history.append(
             (snapshot.taken_at, {n: q.messages for n, q in snapshot.queues.items()}))
 
@@ -164,6 +171,8 @@ class QueueService:
                 "rate_out": rate_out,
                 "oldest_message_age_seconds": depth.oldest_message_age_seconds,
                 "by_priority": depth.by_priority,
+                # of the ready messages, those whose task is already revoked
+                "revoked": self._revoked_counts.get(name, 0),
             })
         return {
             "queues": queues,

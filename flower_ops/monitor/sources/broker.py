@@ -46,6 +46,33 @@ return out
 """
 
 
+# Take the messages of some task ids out of a queue's lists (priority
+# sub-queues included), scanning at most ARGV[1] messages per list from the
+# tail (the oldest, next to be consumed); returns the ids removed. One script:
+# a worker's BRPOP cannot take a message between our look and our LREM.
+_REMOVE_MESSAGES = """
+local limit = tonumber(ARGV[1])
+local wanted, removed, out = {}, {}, {}
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+for _, key in ipairs(KEYS) do
+  for _, item in ipairs(redis.call('LRANGE', key, -limit, -1)) do
+    local ok, message = pcall(cjson.decode, item)
+    if ok and type(message) == 'table' and type(message.headers) == 'table' then
+      local id = message.headers.id
+      if type(id) == 'string' and wanted[id] and not removed[id] then
+        if redis.call('LREM', key, 1, item) > 0 then
+          removed[id] = true
+          table.insert(out, id)
+        end
+      end
+    end
+  end
+end
+return out
+"""
+REMOVE_SCAN_LIMIT = 100_000
+
+
 class RedisQueueSource:
     """Reads kombu's Redis queue layout."""
 
@@ -63,6 +90,7 @@ class RedisQueueSource:
             broker_url, socket_timeout=socket_timeout_seconds,
             socket_connect_timeout=socket_timeout_seconds, health_check_interval=30)
         self._script = self.client.register_script(_UNACKED_BY_QUEUE)
+        self._remove = self.client.register_script(_REMOVE_MESSAGES)
 
     def keys_for(self, queue: str) -> list[tuple[str, str]]:
         """(priority label, redis key) for a queue and its priority sub-queues."""
@@ -71,6 +99,18 @@ class RedisQueueSource:
             suffix = "" if index == 0 else f"{self.sep}{step}"
             keys.append((str(step), f"{self.prefix}{queue}{suffix}"))
         return keys
+
+    def remove_messages(self, queue: str, task_ids: Iterable[str]) -> set[str]:
+        """Take the waiting messages of ``task_ids`` out of ``queue`` (as
+        Sidekiq's delete does): those tasks can no longer run. Blocking.
+        Returns the ids whose message was removed; the others were not
+        waiting there (a worker has them, or they were never in this queue)."""
+        ids = sorted(set(task_ids))
+        if not ids:
+            return set()
+        keys = [key for _label, key in self.keys_for(queue)]
+        removed = self._remove(keys=keys, args=[REMOVE_SCAN_LIMIT, *ids])
+        return {r.decode() if isinstance(r, bytes) else str(r) for r in removed or ()}
 
     def fetch(self, queues: Iterable[str]) -> BrokerSnapshot:
         names = sorted(set(queues))
