@@ -60,7 +60,8 @@ def test_workers_report_memory_counts_pool_and_heartbeat(redis_url: str,
         inst = table[instrumented.hostname]
         assert inst["status"] == "online"
         assert 0 <= inst["heartbeat_age_seconds"] < 10
-        assert inst["pool"]["implementation"] == "celery.concurrency.prefork:TaskPool"
+        assert inst["pool"]["implementation"] == "prefork"   # as Celery's -P names it
+        assert inst["pool"]["class"] == "celery.concurrency.prefork:TaskPool"
         assert inst["max_concurrency"] == 2
         assert inst["reserved"] == 0
         processes = inst["memory"]["processes"]

@@ -47,7 +47,8 @@ from flower_ops.monitor.services.celery_gateway import CeleryGateway
 from flower_ops.monitor.services.queues import QueueService, WatchedQueues
 from flower_ops.monitor.services.stats import StatsService, ThroughputTracker
 from flower_ops.monitor.services.tasks import TaskQueryService
-from flower_ops.monitor.services.workers import WorkerService
+from flower_ops.monitor.services.worker_arrivals import CHECK_INTERVAL_SECONDS, WorkerArrivals
+from flower_ops.monitor.services.workers import RunningTasks, WorkerService
 from flower_ops.monitor.sources.broker import queue_source_for
 from flower_ops.monitor.sources.task_index import TaskIndex
 from flower_ops.revocations import RevocationMarkers
@@ -73,6 +74,7 @@ class FlowerOps:
     history: PgHistory | None
     probe: WorkerProbe
     workers: WorkerService
+    arrivals: WorkerArrivals
     queues: QueueService
     tasks: TaskQueryService
     alerts: AlertBus
@@ -95,6 +97,7 @@ class FlowerOps:
             (lambda: self.queues.refresh_in_background(self.blocking),
              self.config.queue_refresh_seconds * 1000),
             (lambda: _refresh_inspect(self.flower), self.config.inspect_interval_seconds * 1000),
+            (self.arrivals.tick, CHECK_INTERVAL_SECONDS * 1000),
         ]
         for callback, interval_ms in timers:
             timer = PeriodicCallback(callback, interval_ms, jitter=0.1)
@@ -142,8 +145,13 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
         timeout_seconds=max(0.5, float(inspect_timeout_ms) / 1000.0),
         has_live_workers=lambda: any(w.alive for w in list(index.state.workers.values())))
     capabilities = Capabilities(history_configured=history is not None, probed=probe.replies)
+    running = RunningTasks(indexed=index.sort_key)
+    arrivals = WorkerArrivals(capp=capp, workers=index.state.workers,
+                              inspected=flower_app.inspector.workers, probed=probe.replies,
+                              run_blocking=blocking,
+                              timeout_seconds=max(0.5, float(inspect_timeout_ms) / 1000.0))
     workers = WorkerService(state=index.state, inspected=flower_app.inspector.workers,
-                            probed=probe.replies)
+                            probed=probe.replies, running=running, arrivals=arrivals)
     configured_queues = [capp.conf.task_default_queue or "celery", *config.extra_queues,
                          *(getattr(q, "name", None) for q in (capp.conf.task_queues or ()))]
     queues = QueueService(
@@ -184,7 +192,10 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
         snapshots=Snapshots(tasks=tasks, stats=stats, workers=workers, queues=queues,
                             io_loop=io_loop))
 
-    # Who hears what: index changes and alerts, in this order
+    # Who hears what: index changes and alerts, in this order (the running
+    # tasks first: whoever hears next may read the workers' counts)
+    index.observers.append(running.observe)
+    index.change_listeners.append(running.forget_missing)
     for observer in (throughput.observe, capabilities.observe, queues.observe, health.observe,
                      feed.on_transition):
         index.observers.append(observer)
@@ -199,6 +210,7 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
         flower=flower_app, config=config, io_loop=io_loop, blocking=blocking,
         authority=authority, database=database, index=index, throughput=throughput,
         capabilities=capabilities, history=history, probe=probe, workers=workers,
+        arrivals=arrivals,
         queues=queues, tasks=tasks, alerts=alerts, health=health, stats=stats,
         actions=actions, feed=feed)
     ops.routes.extend(route_table(ops))

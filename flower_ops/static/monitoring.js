@@ -11,8 +11,14 @@
   var root = document.getElementById("fo-app");
   if (!root) { return; }
 
-  var API = root.getAttribute("data-api-base");
-  var WS_URL = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + API + "/ws";
+  // Absolute URLs from the page's scheme, host and port only. A page opened
+  // as http://user:pass@host/monitoring keeps the credentials in its base URL
+  // (location.href drops them), and fetch() refuses any URL that carries
+  // credentials, relative ones resolved against that base included.
+  var ORIGIN = location.protocol + "//" + location.host;
+  var API = ORIGIN + root.getAttribute("data-api-base");
+  var WS_URL = (location.protocol === "https:" ? "wss://" : "ws://") + location.host
+    + root.getAttribute("data-api-base") + "/ws";
   var MAX_ROWS = 200;
   var SNAPSHOT_LIMIT = 100;
   var CHART_POINTS = 90;
@@ -520,7 +526,9 @@
     var tasks = stats.tasks || {};
     var byState = tasks.by_state || {};
     setText("fo-stat-total", fmtNumber(tasks.total));
-    setText("fo-stat-running", fmtNumber((byState.STARTED || 0) + (byState.RECEIVED || 0)));
+    // STARTED in the index: the same count, at the same moment, as the sum of
+    // the worker cards' Active (each worker's STARTED tasks) in this snapshot
+    setText("fo-stat-running", fmtNumber(byState.STARTED || 0));
     setText("fo-stat-success-rate",
       stats.success_rate === null || stats.success_rate === undefined ? "—"
         : (stats.success_rate * 100).toFixed(1) + "%");
@@ -595,13 +603,16 @@
         ["Processed", fmtNumber(w.processed)],
         ["Load", (w.loadavg || []).map(function (x) { return Number(x).toFixed(2); }).join(" ") || "—"],
         ["Memory", fmtBytes(memory.rss_bytes) + (memory.kind === "max_rss" ? " (max)" : "")],
-        ["Concurrency", fmtNumber(w.max_concurrency) + (pool.implementation ? " · " + pool.implementation.split(":").pop() : "")],
+        // The pool as Celery's -P names it (prefork, threads, solo, ...)
+        ["Concurrency", fmtNumber(w.max_concurrency) + (pool.implementation ? " · " + pool.implementation : "")],
         ["Queues", (w.queues || []).join(", ") || "—"],
         ["Heartbeat", w.heartbeat_age_seconds !== null && w.heartbeat_age_seconds !== undefined
           ? fmtSeconds(w.heartbeat_age_seconds) + " ago" : "—"]
       ].forEach(function (pair) {
         dl.appendChild(el("dt", null, pair[0]));
-        dl.appendChild(el("dd", null, pair[1]));
+        var dd = el("dd", null, pair[1]);
+        dd.setAttribute("data-field", pair[0].toLowerCase());
+        dl.appendChild(dd);
       });
       card.appendChild(dl);
       box.appendChild(card);

@@ -2,10 +2,12 @@
 
 Authentication: an ``Authorization: Bearer`` header on the upgrade request
 (checked before upgrading: 401/403 as JSON), or a first message
-``{"type": "auth", "token": ...}`` within ``AUTH_TIMEOUT_SECONDS``. A token in
-the URL is never read. The socket closes (4001) when the token expires unless
-the client sends a fresh ``auth`` message first. The protocol is described in
-``docs/live-feed.md``.
+``{"type": "auth", "token": ...}`` within ``AUTH_TIMEOUT_SECONDS``. Another
+scheme on the upgrade (the Basic credentials a browser resends for Flower's
+login) is no token and is ignored: such a socket authenticates by its first
+message. A token in the URL is never read. The socket closes (4001) when the
+token expires unless the client sends a fresh ``auth`` message first. The
+protocol is described in ``docs/live-feed.md``.
 """
 from __future__ import annotations
 
@@ -47,6 +49,13 @@ def _decode(message: str | bytes) -> tuple[dict[str, Any] | None, str]:
     return body, ""
 
 
+def _is_bearer(authorization: str | None) -> bool:
+    """True when ``authorization`` names the Bearer scheme (valid or not)."""
+    if not authorization:
+        return False
+    return authorization.strip().partition(" ")[0].lower() == "bearer"
+
+
 class LiveFeedHandler(tornado.websocket.WebSocketHandler):
     def initialize(self, *, auth: RequestAuth, feed: LiveFeed, frames: SharedFrames,
                    allowed_origins: tuple[str, ...]) -> None:
@@ -74,7 +83,12 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
                                    "FLOWER_OPS_WS_ALLOWED_ORIGINS", {"origin": origin[:200]}))
             return
         # Only an upgrade may defer its token to the first message; a plain
-        # GET is an API request like the others (401/403 first, then 400)
+        # GET is an API request like the others (401/403 first, then 400).
+        # Browsers resend the cached credentials of Flower's login (Basic) on
+        # the upgrade: not a token, so such an upgrade authenticates by its
+        # first message like one without the header.
+        if upgrade and not _is_bearer(header):
+            header = None
         if header is not None or not upgrade:
             try:
                 self.principal = await self._verify(bearer_token(header))

@@ -9,23 +9,97 @@ age, never waiting on a broadcast.
 active and reserved counts.
 Workers that do not run ``instrument(app)`` never answer it; for them memory
 is Celery's ``rusage.maxrss`` (labelled ``max_rss``).
+
+A worker's ``active`` is the number of its tasks the task index holds in
+STARTED (``RunningTasks``): the same source, at the same moment, as the
+STARTED count of ``/stats`` and the task list, so the numbers a screen shows
+side by side add up. (A heartbeat's own ``active`` is up to 2 s old and from
+another moment for every worker; it still drives the saturation rule.)
+Pools are named as Celery's ``-P`` option names them (``prefork``,
+``threads``...), the class path being kept as ``pool.class``.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from celery.concurrency import ALIASES as POOL_ALIASES
+
+from flower_ops.monitor.services.worker_arrivals import WorkerArrivals
 
 # A probe reply older than this is not used for live counts
 PROBE_FRESH_SECONDS = 60.0
+RUNNING_STATE = "STARTED"
+
+# "celery.concurrency.prefork:TaskPool" -> "prefork": the first alias wins
+# ("processes" is prefork's older second name)
+POOL_NAMES: dict[str, str] = {}
+for _name, _path in POOL_ALIASES.items():
+    if _path:
+        POOL_NAMES.setdefault(_path, _name)
+
+
+def pool_name(implementation: str | None) -> str | None:
+    """Celery's name of a pool class (``prefork``, ``threads``, ``solo``,
+    ``eventlet``, ``gevent``); a custom pool keeps its class path."""
+    if not implementation:
+        return None
+    return POOL_NAMES.get(implementation, implementation)
+
+
+class RunningTasks:
+    """The index's STARTED tasks by worker, kept as the index syncs.
+
+    ``observe`` is a task-index observer (state changes), ``forget_missing``
+    a change listener (tasks Flower's memory dropped); both run inside
+    ``TaskIndex.sync`` on the IOLoop thread, so after every sync the counts
+    here add up to the index's STARTED count. Reads never sync: a snapshot
+    that reads ``/stats`` and then the workers sees one moment.
+    """
+
+    def __init__(self, *, indexed: Callable[[str], object | None]) -> None:
+        self._indexed = indexed            # the index's sort_key: None once dropped
+        self._worker_of: dict[str, str | None] = {}
+        self._counts: dict[str | None, int] = {}
+
+    def observe(self, uuid: str, old_state: str | None, task: Any) -> None:
+        if task.state == RUNNING_STATE:
+            worker = getattr(getattr(task, "worker", None), "hostname", None)
+            self._drop(uuid)
+            self._worker_of[uuid] = worker
+            self._counts[worker] = self._counts.get(worker, 0) + 1
+        elif old_state == RUNNING_STATE:
+            self._drop(uuid)
+
+    def forget_missing(self, changed: set[str]) -> None:
+        for uuid in self._worker_of.keys() & changed:
+            if self._indexed(uuid) is None:
+                self._drop(uuid)
+
+    def _drop(self, uuid: str) -> None:
+        if uuid not in self._worker_of:
+            return
+        worker = self._worker_of.pop(uuid)
+        left = self._counts[worker] - 1
+        if left:
+            self._counts[worker] = left
+        else:
+            del self._counts[worker]
+
+    def count(self, hostname: str) -> int:
+        return self._counts.get(hostname, 0)
 
 
 class WorkerService:
     def __init__(self, *, state: Any, inspected: Mapping[str, dict[str, Any]],
-                 probed: Mapping[str, dict[str, Any]]) -> None:
+                 probed: Mapping[str, dict[str, Any]], running: RunningTasks,
+                 arrivals: WorkerArrivals | None = None) -> None:
         self.state = state
         self.inspected = inspected
         self.probed = probed
+        self.running = running
+        self.arrivals = arrivals
 
     def _probe(self, hostname: str, now: float | None = None) -> dict[str, Any] | None:
         reply = self.probed.get(hostname)
@@ -105,14 +179,14 @@ class WorkerService:
             memory_info = {"rss_bytes": int(maxrss_kb) * 1024 if maxrss_kb else None,
                            "kind": "max_rss"}
         inspected_at = info.get("timestamp")
-        active = getattr(worker, "active", None) if worker is not None else None
+        # Its STARTED tasks in the index; unknown for a worker that sends no events
+        active = self.running.count(hostname) if worker is not None else None
         processed = getattr(worker, "processed", None) if worker is not None else None
         if processed is None and stats.get("total"):
             processed = sum(stats["total"].values())
-        if active is None and probe is not None:
-            active = probe.get("active")
         probe_pool = (probe or {}).get("pool") or {}
         max_concurrency = pool.get("max-concurrency") or probe_pool.get("max_concurrency")
+        implementation = pool.get("implementation") or probe_pool.get("implementation")
         return {
             "hostname": hostname,
             "status": "online" if alive else "offline",
@@ -122,8 +196,8 @@ class WorkerService:
             "loadavg": getattr(worker, "loadavg", None) if worker is not None else None,
             "memory": memory_info,
             "pool": {
-                # from inspect stats only: it marks the inspect data as cached
-                "implementation": pool.get("implementation"),
+                "implementation": pool_name(implementation),
+                "class": implementation,
                 "max_concurrency": max_concurrency,
                 "processes": pool.get("processes"),
             },
@@ -141,6 +215,9 @@ class WorkerService:
         }
 
     def list(self) -> dict[str, Any]:
+        if self.arrivals is not None:
+            # a worker back under a new pid: its old replies go before anyone reads them
+            self.arrivals.note()
         now = time.time()
         return {"workers": [self.describe(h, now) for h in self.hostnames()]}
 
