@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from flower_ops.core.version import __version__
+
 # Bound eagerly: importing the ``flower_ops.instrument`` submodule later would
 # otherwise replace a lazily defined ``instrument`` function with the module.
 from flower_ops.instrument import instrument
-
-__version__ = "0.1.0"
 
 
 def install(flower_app: Any, config: Any = None) -> Any:

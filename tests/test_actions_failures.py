@@ -100,7 +100,7 @@ def test_broker_down_cancel_is_503_and_changes_nothing(redis_url: str, migrated:
     after = snapshot(migrated, task_id)
     assert after["row"] == ("pending", None)
     assert after["history"] == []
-    assert after["audit"] == ["error"]
+    assert after["audit"] == ["unavailable"]
     assert task_id not in service.gateway.markers.recent()
 
 
@@ -116,7 +116,7 @@ def test_broker_down_retry_is_503_and_creates_no_row(redis_url: str, migrated: s
     after = snapshot(migrated, task_id)
     assert after["row"] == ("failure", None)
     assert after["rows"] == 1
-    assert after["audit"] == ["error"]
+    assert after["audit"] == ["unavailable"]
 
 
 def test_database_down_cancel_is_503_and_revokes_nothing(redis_url: str) -> None:

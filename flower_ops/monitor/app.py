@@ -19,6 +19,7 @@ from typing import Any
 
 from tornado.ioloop import IOLoop, PeriodicCallback
 
+from flower_ops.core.version import __version__
 from flower_ops.db.actions import ActionStore
 from flower_ops.db.history import PgHistory
 from flower_ops.db.pool import Database
@@ -42,6 +43,8 @@ from flower_ops.monitor.live.feed import FeedSettings, LiveFeed
 from flower_ops.monitor.live.snapshots import Snapshots
 from flower_ops.monitor.services.action_lookup import TaskLookup
 from flower_ops.monitor.services.actions import TaskActionService
+from flower_ops.monitor.services.audit import AuditTrail
+from flower_ops.monitor.services.cancellation import Cancellation
 from flower_ops.monitor.services.capabilities import Capabilities
 from flower_ops.monitor.services.celery_gateway import CeleryGateway
 from flower_ops.monitor.services.queues import QueueService, WatchedQueues
@@ -50,6 +53,7 @@ from flower_ops.monitor.services.tasks import TaskQueryService
 from flower_ops.monitor.services.worker_arrivals import CHECK_INTERVAL_SECONDS, WorkerArrivals
 from flower_ops.monitor.services.workers import RunningTasks, WorkerService
 from flower_ops.monitor.sources.broker import queue_source_for
+from flower_ops.monitor.sources.flower_tasks import FlowerTasks
 from flower_ops.monitor.sources.task_index import TaskIndex
 from flower_ops.revocations import RevocationMarkers
 
@@ -128,6 +132,7 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
 
     # Sources: Flower's event state (indexed), PostgreSQL, the broker
     index = TaskIndex(flower_app.events.state)
+    flower_tasks = FlowerTasks(index)
     database = (Database(url=config.database_url, application_name="flower-ops-monitor",
                          max_size=config.db_pool_max_size, statement_timeout_seconds=30.0)
                 if config.database_url else None)
@@ -158,7 +163,10 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
         source=queue_source, transport=broker_url.split("://", 1)[0],
         queue_names=WatchedQueues(configured=configured_queues, consumed=workers.queue_names,
                                   seen=lambda: index.values("queue")),
-        consumers=workers.consumers_by_queue)
+        consumers=workers.consumers_by_queue,
+        # revoked messages stay queued where they cannot be taken out (RabbitMQ)
+        revoked_waiting=(None if hasattr(queue_source, "remove_messages")
+                         else flower_tasks.revoked_waiting))
     tasks = TaskQueryService(index=index, history=history, run_blocking=blocking)
 
     # Health: the alert bus first, so its subscribers and publisher can come in any order
@@ -177,11 +185,18 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
 
     # Actions and the live feed
     action_store = ActionStore(database) if database is not None else None
+    audit = AuditTrail(action_store)
+    gateway = CeleryGateway(capp=capp, markers=RevocationMarkers(capp),
+                            remove_queued=getattr(queue_source, "remove_messages", None))
     actions = TaskActionService(
         lookup=TaskLookup(capp=capp, memory_lookup=index.lookup, store=action_store,
                           run_blocking=blocking),
-        gateway=CeleryGateway(capp=capp, markers=RevocationMarkers(capp)),
-        store=action_store, run_blocking=blocking, max_tasks=config.bulk_max_tasks)
+        gateway=gateway, store=action_store, audit=audit,
+        cancellation=Cancellation(
+            gateway=gateway, store=action_store, audit=audit,
+            memory_states=flower_tasks.states, record_revoked=flower_tasks.record_revoked,
+            run_blocking=blocking, confirm_seconds=config.cancel_confirm_seconds),
+        run_blocking=blocking, max_tasks=config.bulk_max_tasks)
     feed = LiveFeed(
         settings=FeedSettings(
             flush_seconds=config.ws_flush_seconds, snapshot_seconds=config.ws_snapshot_seconds,
@@ -237,6 +252,8 @@ def route_table(ops: FlowerOps) -> list[Route]:
     paths = {path: ops_ for part in parts for path, ops_ in part.openapi_paths.items()}
     document = openapi.document(ops.prefixed(API_BASE), paths)
     table: list[Route] = [route for part in parts for route in part.routes]
+    table.append((f"{API_BASE}/?", api_http.IndexHandler,
+                  {"index": api_http.api_index(document, version=__version__)}))
     table.append((f"{API_BASE}/openapi.json", api_http.OpenApiHandler, {"document": document}))
     table.append((f"{API_BASE}(?:/.*)?", ApiNotFound, {}))
     return [(ops.prefixed(path), handler, kwargs) for path, handler, kwargs in table]

@@ -123,8 +123,9 @@ def wrong_fields(t: Target) -> Check:
         {"force": "yes"}, {"force": 1}, {"forse": True}, {"force": None})]
     bulk: tuple[object, ...] = (
         {}, {"ids": "x"}, {"ids": []}, {"ids": [1, 2]}, {"ids": [None]},
-        {"ids": [UNKNOWN_TASK], "filter": {}}, {"filter": []}, {"filter": {"state": {"a": 1}}},
-        {"filter": {"evil": 1}}, {"ids": [UNKNOWN_TASK], "limit": 10**20},
+        {"ids": [UNKNOWN_TASK], "filters": {}}, {"filters": []},
+        {"filters": {"state": {"a": 1}}}, {"filters": {"evil": 1}}, {"filter": {}},
+        {"ids": [UNKNOWN_TASK], "limit": 10**20},
         {"ids": [UNKNOWN_TASK], "limit": -1}, {"ids": [UNKNOWN_TASK], "dry_run": "no"},
         {"ids": ["x" * 300]}, {"ids": ["a\x00b"]})
     checks += [json_error(post(t, "/tasks/bulk/cancel", json.dumps(b)), 400) for b in bulk]

@@ -6,6 +6,7 @@ from typing import Any
 
 from flower_ops.core.errors import InvalidQuery
 from flower_ops.core.lifecycle import TASK_STATES
+from flower_ops.core.outcomes import REQUESTED
 from flower_ops.core.query import TaskQuery
 from flower_ops.monitor.auth import RequestAuth
 from flower_ops.monitor.http.actions_openapi import openapi_paths
@@ -19,7 +20,7 @@ from flower_ops.monitor.http.params import (
 from flower_ops.monitor.services.actions import TaskActionService
 from flower_ops.monitor.services.tasks import TaskQueryService
 
-BODY_KEYS = frozenset({"ids", "filter", "dry_run", "force", "limit"})
+BODY_KEYS = frozenset({"ids", "filters", "dry_run", "force", "limit"})
 FILTER_KEYS = frozenset({"state", "name", "worker", "queue", "search", "since", "until",
                          "source", "order", "cursor"})
 
@@ -41,7 +42,7 @@ def _bool(body: dict[str, Any], name: str) -> bool:
 
 
 def _filter_value(name: str, value: Any) -> str | None:
-    """A ``filter`` value as the ``GET /tasks`` parameter it stands for.
+    """A ``filters`` value as the ``GET /tasks`` parameter it stands for.
 
     Strings everywhere; also numbers for ``since``/``until`` (epoch seconds)
     and a list of states for ``state``; null is the same as absent.
@@ -56,20 +57,24 @@ def _filter_value(name: str, value: Any) -> str | None:
     if name == "state" and isinstance(value, list) and all(isinstance(v, str) for v in value):
         unknown = sorted(set(value) - set(TASK_STATES))
         if unknown:
-            raise InvalidQuery("unknown state", {"field": "filter.state", "unknown": unknown,
+            raise InvalidQuery("unknown state", {"field": "filters.state", "unknown": unknown,
                                                  "allowed": list(TASK_STATES)})
         return ",".join(value)
     expected = {"since": "a string or a number", "until": "a string or a number",
                 "state": "a string or a list of strings"}.get(name, "a string")
-    raise InvalidQuery(f"filter.{name} must be {expected}", {"field": f"filter.{name}"})
+    raise InvalidQuery(f"filters.{name} must be {expected}", {"field": f"filters.{name}"})
 
 
 def parse_bulk_request(body: dict[str, Any], *, max_tasks: int) -> BulkRequest:
+    if "filter" in body:
+        # one name for the filter object, as the feed's subscribe message has it
+        raise InvalidQuery('"filter" is called "filters"', {"field": "filter",
+                                                             "use": "filters"})
     unknown = sorted(set(body) - BODY_KEYS)
     if unknown:
         raise InvalidQuery("unknown field(s)", {"unknown": unknown, "allowed": sorted(BODY_KEYS)})
-    if ("ids" in body) == ("filter" in body):
-        raise InvalidQuery('give exactly one of "ids" or "filter"')
+    if ("ids" in body) == ("filters" in body):
+        raise InvalidQuery('give exactly one of "ids" or "filters"')
     limit = body.get("limit", max_tasks)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= max_tasks:
         raise InvalidQuery(f"limit must be an integer between 1 and {max_tasks}",
@@ -86,10 +91,10 @@ def parse_bulk_request(body: dict[str, Any], *, max_tasks: int) -> BulkRequest:
                                {"field": "ids", "max_tasks": max_tasks, "given": len(ids)})
         return BulkRequest(ids=[check_task_id(i) for i in ids], query=None, limit=limit,
                            dry_run=dry_run, force=force)
-    raw = body["filter"]
+    raw = body["filters"]
     if not isinstance(raw, dict):
-        raise InvalidQuery("filter must be an object with GET /tasks parameters",
-                           {"field": "filter"})
+        raise InvalidQuery("filters must be an object with GET /tasks parameters",
+                           {"field": "filters"})
     unknown = sorted(set(raw) - FILTER_KEYS)
     if unknown:
         raise InvalidQuery("unknown filter key(s)",
@@ -111,7 +116,7 @@ class CancelHandler(ActionHandler):
         task_id = check_task_id(task_id)
         result = await self.actions.cancel(task_id, subject=self.principal.subject)
         # 202: the revoke went out, a running task was signalled, its end is not known yet
-        self.write_json(result, status=202 if result["outcome"] == "requested" else 200)
+        self.write_json(result, status=202 if result["outcome"] == REQUESTED else 200)
 
 
 class RetryHandler(ActionHandler):
@@ -150,6 +155,8 @@ class BulkActionHandler(ActionHandler):
 
 class AuditHandler(ActionHandler):
     """``GET /audit``: who did what to which task, newest first (read scope)."""
+
+    query_parameters = frozenset({"task_id", "subject", "action", "limit", "cursor"})
 
     async def get(self) -> None:
         def text(name: str) -> str | None:

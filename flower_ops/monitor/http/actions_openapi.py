@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import Any
 
 from flower_ops.core.lifecycle import TASK_STATES
+from flower_ops.core.outcomes import AUDITED, OUTCOMES
 from flower_ops.monitor.http import openapi
 
 _NULLABLE_STRING = {"type": "string", "nullable": True}
 _TASK_ID = {"name": "task_id", "in": "path", "required": True,
             "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
-_OUTCOMES = ["cancelled", "requested", "retried", "would_cancel", "would_retry", "conflict",
-             "not_found", "unavailable"]
+_OUTCOMES = list(OUTCOMES)
 
 TASK_OUTCOME: dict[str, Any] = {
     "type": "object",
@@ -22,7 +22,6 @@ TASK_OUTCOME: dict[str, Any] = {
                   "description": "the task's state after the action (cancel: REVOKED; retry: "
                                  "unchanged) or, when refused, its current state"},
         "previous_state": {"type": "string"},
-        "status": {"type": "string", "description": "database status (cancel: cancelled)"},
         "terminate": {"type": "boolean",
                       "description": "a running task's process is sent SIGTERM"},
         "new_id": {"type": "string", "description": "retry: the new task's id"},
@@ -55,13 +54,13 @@ def _bulk_body(max_tasks: int) -> dict[str, Any]:
         source={"type": "string", "enum": ["auto", "memory", "db", None], "nullable": True})
     return {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "additionalProperties": False,
-        "description": 'Exactly one of "ids" or "filter".',
-        "oneOf": [{"required": ["ids"]}, {"required": ["filter"]}],
+        "description": 'Exactly one of "ids" or "filters".',
+        "oneOf": [{"required": ["ids"]}, {"required": ["filters"]}],
         "properties": {
             "ids": {"type": "array", "items": {"type": "string", "minLength": 1,
                                                "maxLength": 255},
                     "minItems": 1, "maxItems": max_tasks},
-            "filter": {"type": "object", "additionalProperties": False,
+            "filters": {"type": "object", "additionalProperties": False,
                        "properties": filter_props,
                        "description": "the parameters of GET /tasks"},
             "limit": {"type": "integer", "minimum": 1, "maximum": max_tasks,
@@ -84,7 +83,7 @@ BULK_REPORT: dict[str, Any] = {
         "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
         "results": {"type": "array", "items": TASK_OUTCOME},
         "next": {"type": "string", "nullable": True,
-                 "description": "filter only: put it in filter.cursor to continue"},
+                 "description": "filters only: put it in filters.cursor to continue"},
         "max_tasks": {"type": "integer"},
         "audit": {"type": "string", "enum": ["database", "log"]},
     },
@@ -98,7 +97,7 @@ AUDIT_LOG: dict[str, Any] = {
             "id": {"type": "integer"}, "timestamp": {"type": "number"},
             "subject": {"type": "string"}, "action": {"type": "string"},
             "task_id": _NULLABLE_STRING,
-            "outcome": {"type": "string", "enum": ["ok", "requested", "rejected", "error"]},
+            "outcome": {"type": "string", "enum": list(AUDITED)},
             "detail": {}}}},
         "next": {"type": "string", "nullable": True,
                  "description": "pass as cursor for older entries"},

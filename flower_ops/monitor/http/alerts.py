@@ -51,6 +51,7 @@ def parse_alert_query(get: Callable[[str], str | None]) -> tuple[int, str | None
 
 
 class AlertsHandler(ApiHandler):
+    query_parameters = frozenset({"limit", "kind"})
     def initialize(self, *, auth: RequestAuth,  # type: ignore[override]
                    health: HealthMonitor) -> None:
         super().initialize(auth=auth)

@@ -7,7 +7,11 @@ from typing import Any
 from flower_ops.core.query import TaskPage
 from flower_ops.monitor.auth import RequestAuth, TokenAuthority
 from flower_ops.monitor.http.base import API_BASE, ApiHandler, HttpPart, JsonHandler
-from flower_ops.monitor.http.params import check_task_id, parse_task_query
+from flower_ops.monitor.http.params import (
+    TASK_QUERY_PARAMETERS,
+    check_task_id,
+    parse_task_query,
+)
 from flower_ops.monitor.http.token import TokenHandler, TokenPolicy
 from flower_ops.monitor.services.queues import QueueService
 from flower_ops.monitor.services.stats import StatsService
@@ -31,6 +35,7 @@ class StatsHandler(ApiHandler):
 
 
 class TasksHandler(ApiHandler):
+    query_parameters = TASK_QUERY_PARAMETERS
     def initialize(self, *, auth: RequestAuth, tasks: TaskQueryService) -> None:  # type: ignore[override]
         super().initialize(auth=auth)
         self.tasks = tasks
@@ -41,6 +46,7 @@ class TasksHandler(ApiHandler):
 
 
 class TaskHandler(TasksHandler):
+    query_parameters = frozenset()
     async def get(self, task_id: str) -> None:  # type: ignore[override]
         self.write_json(await self.tasks.get(check_task_id(task_id)))
 
@@ -73,6 +79,32 @@ class OpenApiHandler(JsonHandler):
 
     def get(self) -> None:
         self.write_json(self.document)
+
+
+class IndexHandler(JsonHandler):
+    """``GET /api/automation/monitoring``: what is here. Public, like the
+    OpenAPI document it points to: it holds no data."""
+
+    def initialize(self, *, index: dict[str, Any]) -> None:  # type: ignore[override]
+        super().initialize()
+        self.index = index
+
+    def get(self) -> None:
+        self.write_json(self.index)
+
+
+def api_index(document: dict[str, Any], *, version: str) -> dict[str, Any]:
+    """The index: the version, and a link per operation of ``document``."""
+    base = document["servers"][0]["url"]
+    links: dict[str, dict[str, str]] = {}
+    for path, operations in sorted(document["paths"].items()):
+        for method, operation in operations.items():
+            name = operation.get("operationId") or f"{method}{path}"
+            links[name] = {"href": f"{base}{path}", "method": method.upper(),
+                           "summary": operation.get("summary", "")}
+    return {"name": document["info"]["title"], "version": version,
+            "api_version": document["info"]["version"],
+            "openapi": f"{base}/openapi.json", "links": links}
 
 
 def part(*, auth: RequestAuth, authority: TokenAuthority, policy: TokenPolicy,

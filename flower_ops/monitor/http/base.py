@@ -66,9 +66,20 @@ class JsonHandler(tornado.web.RequestHandler):
         self._body = bytearray()
         self._body_too_large = False
 
+    # the query parameters a route reads; any other is a 400 naming both
+    query_parameters: frozenset[str] = frozenset()
+
     def prepare(self) -> Any:
         self.check_body_size()
+        self.check_query_parameters()
         return None
+
+    def check_query_parameters(self) -> None:
+        unknown = sorted(set(self.request.query_arguments) - self.query_parameters)
+        if unknown:
+            raise InvalidQuery("unknown query parameter(s)",
+                               {"unknown": [name[:100] for name in unknown[:20]],
+                                "accepted": sorted(self.query_parameters)})
 
     def check_body_size(self) -> None:
         length = self.request.headers.get("Content-Length", "")
@@ -190,6 +201,7 @@ class ApiHandler(JsonHandler):
         method = self.request.method or "GET"
         self.principal.require(WRITE_SCOPE if method in self.write_scope_methods else READ_SCOPE)
         self.check_body_size()
+        self.check_query_parameters()
 
     def options(self, *args: Any) -> None:
         self.set_header("Allow", self.allowed_methods())

@@ -74,6 +74,11 @@ def parse_time(name: str, value: str | None) -> float | None:
     return number
 
 
+# what parse_task_query reads (``sort`` is an alias of ``order``)
+TASK_QUERY_PARAMETERS = frozenset({"state", "name", "worker", "queue", "search", "since",
+                                   "until", "limit", "cursor", "order", "sort", "source"})
+
+
 def parse_task_query(get: Callable[[str], str | None]) -> TaskQuery:
     states: frozenset[str] = frozenset()
     raw_state = _text(get, "state")

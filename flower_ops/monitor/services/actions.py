@@ -27,6 +27,7 @@ from typing import Any
 
 from flower_ops.core.errors import Conflict, NotConfigured, NotFound, Unavailable
 from flower_ops.core.lifecycle import CANCELLABLE, RETRYABLE
+from flower_ops.core.outcomes import NOT_FOUND, REJECTED, RETRIED, UNAVAILABLE
 from flower_ops.core.query import TaskQuery
 from flower_ops.db.actions import ActionStore, AuditRecord
 from flower_ops.monitor.services.action_lookup import Decision, TaskLookup, TaskSnapshot
@@ -133,14 +134,14 @@ class TaskActionService:
         results = [done[d.task_id] if d.task_id in done else _refusal(d) for d in decisions]
         # Refusals are audited too: who tried what, and why it was refused
         # (a cancel records its own outcomes, races lost included).
-        records = [AuditRecord(subject, action, d.task_id, "rejected",
+        records = [AuditRecord(subject, action, d.task_id, d.outcome,
                                {"reason": d.reason,
                                 "state": d.snapshot.state if d.snapshot else None})
                    for d in refused]
         if action == "retry":
-            records += [AuditRecord(subject, action, r["id"], "rejected",
+            records += [AuditRecord(subject, action, r["id"], REJECTED,
                                     {"reason": r.get("reason"), "state": r.get("state")})
-                        for r in done.values() if r["outcome"] == "conflict"]
+                        for r in done.values() if r["outcome"] == REJECTED]
         if records:
             await self._run_blocking(self.audit.best_effort, records)
         return results
@@ -163,11 +164,11 @@ class TaskActionService:
         unavailable = [d for d in decisions if d.task_id not in results]
         for decision in unavailable:
             results[decision.task_id] = {
-                "id": decision.task_id, "outcome": "unavailable",
+                "id": decision.task_id, "outcome": UNAVAILABLE,
                 "state": decision.snapshot.state if decision.snapshot else None,
                 "message": failure.message, "detail": failure.detail}
         self.audit.failed(subject, "retry", [d.task_id for d in unavailable], failure)
-        if not any(r["outcome"] == "retried" for r in results.values()):
+        if not any(r["outcome"] == RETRIED for r in results.values()):
             raise failure
         return results
 
@@ -183,12 +184,12 @@ class TaskActionService:
                                 at=at, subject=subject, name=snap.name, args=args,
                                 kwargs=kwargs, queue=snap.queue, routing_key=snap.routing_key,
                                 exchange=snap.exchange)
-            self.audit.within(tx, [AuditRecord(subject, "retry", snap.id, "ok",
+            self.audit.within(tx, [AuditRecord(subject, "retry", snap.id, RETRIED,
                                                {"new_id": new_id,
                                                 "previous_state": snap.state})])
             self.gateway.publish(conn, snap, new_id, args, kwargs)
         self.lookup.remember_retry(snap.id, new_id)
-        return {"id": snap.id, "outcome": "retried", "state": snap.state,
+        return {"id": snap.id, "outcome": RETRIED, "state": snap.state,
                 "previous_state": snap.state, "new_id": new_id, "new_state": "PENDING",
                 "retried_as": new_id, "name": snap.name, "queue": snap.queue}
 
@@ -213,11 +214,11 @@ def _refusal(decision: Decision) -> dict[str, Any]:
 def _single(report: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = report["results"][0]
     outcome = result["outcome"]
-    if outcome == "not_found":
+    if outcome == NOT_FOUND:
         raise NotFound(result["message"], {"task_id": result["id"]})
-    if outcome == "conflict":
+    if outcome == REJECTED:
         raise Conflict(result["message"], {key: result.get(key) for key in
                                            ("id", "state", "reason", "retried_as")})
-    if outcome == "unavailable":
+    if outcome == UNAVAILABLE:
         raise Unavailable(result["message"], result.get("detail"))
     return {**result, "audit": report["audit"]}

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from flower_ops.core.errors import Unavailable
+from flower_ops.core.outcomes import UNAVAILABLE
 from flower_ops.db.actions import ActionStore, ActionTransaction, AuditRecord
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class AuditTrail:
 
     def failed(self, subject: str, action: str, task_ids: Iterable[str],
                error: Unavailable) -> None:
-        self.best_effort([AuditRecord(subject, action, task_id, "error",
+        self.best_effort([AuditRecord(subject, action, task_id, UNAVAILABLE,
                                       {"reason": error.message, "detail": error.detail})
                           for task_id in task_ids])
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from flower_ops.core.errors import Unavailable
 from flower_ops.core.lifecycle import FINAL_STATES, STATUS_TO_STATE
+from flower_ops.core.outcomes import CANCELLED, REJECTED, REQUESTED
 from flower_ops.db.actions import ActionStore, AuditRecord
 from flower_ops.monitor.services.action_lookup import TaskSnapshot
 from flower_ops.monitor.services.audit import AuditTrail
@@ -85,13 +86,13 @@ class Cancellation:
                 results[snap.id] = _finished_first(snap, state)
             else:
                 results[snap.id] = {
-                    "id": snap.id, "outcome": "requested", "previous_state": snap.state,
+                    "id": snap.id, "outcome": REQUESTED, "previous_state": snap.state,
                     "state": state, "terminate": True, "name": snap.name,
                     "message": "the task's process was sent SIGTERM; it has not ended yet "
                                f"(waited {self.confirm_seconds:g} s): the feed will tell"}
         results.update(await self._run_blocking(self._record, cancelled, results, at, subject))
         # Every view shows what is certain, from the answer on
-        self._record_revoked([i for i, r in results.items() if r["outcome"] == "cancelled"], at)
+        self._record_revoked([i for i, r in results.items() if r["outcome"] == CANCELLED], at)
         return results
 
     async def _watch(self, ids: list[str]) -> dict[str, str]:
@@ -130,17 +131,15 @@ class Cancellation:
                             exchange=snap.exchange)
                     if status == "cancelled":
                         results[snap.id] = {
-                            "id": snap.id, "outcome": "cancelled", "previous_state": snap.state,
-                            "state": "REVOKED", "status": "cancelled", "terminate": True,
-                            "name": snap.name}
-                        records.append(AuditRecord(subject, "cancel", snap.id, "ok",
+                            "id": snap.id, "outcome": CANCELLED, "previous_state": snap.state,
+                            "state": "REVOKED", "terminate": True, "name": snap.name}
+                        records.append(AuditRecord(subject, "cancel", snap.id, CANCELLED,
                                                    {"previous_state": snap.state}))
                     else:   # the database had its end first
                         results[snap.id] = _finished_first(
                             snap, STATUS_TO_STATE.get(status, status.upper()))
                 for task_id, result in others.items():
-                    outcome = "requested" if result["outcome"] == "requested" else "rejected"
-                    records.append(AuditRecord(subject, "cancel", task_id, outcome,
+                    records.append(AuditRecord(subject, "cancel", task_id, result["outcome"],
                                                {"reason": result.get("reason"),
                                                 "state": result.get("state")}))
                 self.audit.within(tx, records)
@@ -150,8 +149,8 @@ class Cancellation:
                            "the sync worker records the task-revoked events", len(cancelled),
                            exc_info=True)
             results = {snap.id: {
-                "id": snap.id, "outcome": "cancelled", "previous_state": snap.state,
-                "state": "REVOKED", "status": None, "terminate": True, "name": snap.name}
+                "id": snap.id, "outcome": CANCELLED, "previous_state": snap.state,
+                "state": "REVOKED", "terminate": True, "name": snap.name}
                 for snap in cancelled}
             self.audit.best_effort(records)
         return results
@@ -163,7 +162,7 @@ class Cancellation:
 
 
 def _finished_first(snap: TaskSnapshot, state: str) -> dict[str, Any]:
-    return {"id": snap.id, "outcome": "conflict", "reason": "state", "state": state,
+    return {"id": snap.id, "outcome": REJECTED, "reason": "state", "state": state,
             "previous_state": snap.state,
             "message": f"the task ended {state} before the cancel reached it"}
 
