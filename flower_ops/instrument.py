@@ -5,10 +5,13 @@ One call turns on what the monitor needs:
 * task events, sent events and the STARTED state;
 * extended results, so the result backend also knows name, args and queue;
 * exact arguments: when a task message is built, the real args/kwargs are
-  encoded as JSON into ``argsrepr``/``kwargsrepr`` (see ``payload.py``).
-  Celery copies those into the message headers and into its ``task-sent`` and
-  ``task-received`` events, so every consumer of events sees exact values.
-  The cost is one JSON encoding per publish of data Celery serializes anyway;
+  encoded as JSON into two fields of the ``task-sent`` event (see
+  ``payload.py``). ``argsrepr``/``kwargsrepr`` stay Celery's own reprs, so
+  Flower, ``celery inspect`` and worker logs show what they show without us;
+  the monitor (through Flower's memory), the sync worker (its rows) and, with
+  ``result_extended``, the result backend keep the exact values a retry
+  needs. The cost is one JSON encoding per publish of data Celery serializes
+  anyway;
 * a publish timestamp header (and the AMQP ``timestamp`` property), so the age
   of the oldest queued message can be read from the broker;
 * a ``flower_ops_stats`` inspect command in workers that reports the current
@@ -24,23 +27,31 @@ from typing import Any
 from celery import Celery, signals
 from celery.app.amqp import AMQP
 
-from flower_ops.core.payload import encode_exact
+from flower_ops.core.payload import exact_fields, is_exact_text
 
 PUBLISHED_AT_HEADER = "flower_ops_published_at"
 _INSTRUMENTED_ATTR = "_flower_ops_instrumented"
 
 
 class ExactArgsAMQP(AMQP):
-    """Celery's AMQP helper with exact argument reprs and a publish stamp."""
+    """Celery's AMQP helper with exact arguments in ``task-sent`` and a publish stamp."""
 
     def as_task_v2(self, task_id: str, name: str, args: Any = None, kwargs: Any = None,
                    *rest: Any, **options: Any) -> Any:
-        if options.get("argsrepr") is None and options.get("kwargsrepr") is None:
-            exact_args = encode_exact(list(args or ()))
-            exact_kwargs = encode_exact(dict(kwargs or {}))
-            if exact_args is not None and exact_kwargs is not None:
-                options["argsrepr"], options["kwargsrepr"] = exact_args, exact_kwargs
+        argsrepr, kwargsrepr = options.get("argsrepr"), options.get("kwargsrepr")
+        # An exact encoding passed as a repr (the monitor's retry asks for
+        # exact arguments that way, for apps we did not instrument) is asked
+        # for here in the stock form; a repr of the caller's own (one that
+        # hides a secret, say) is theirs, and no exact copy travels.
+        asked = is_exact_text(argsrepr) or is_exact_text(kwargsrepr)
+        wanted = asked or (argsrepr is None and kwargsrepr is None)
+        if asked:
+            for field in ("argsrepr", "kwargsrepr"):
+                if is_exact_text(options.get(field)):
+                    options[field] = None   # Celery makes its own
         message = super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
+        if wanted and message.sent_event is not None:
+            message.sent_event.update(exact_fields(args, kwargs) or {})
         now = time.time()
         message.headers[PUBLISHED_AT_HEADER] = now
         # RabbitMQ's management API reports the head message's timestamp

@@ -1,9 +1,11 @@
 """Celery task events -> ``Transition``s (no I/O): which state and lifecycle
 time an event means, and the fields it carries.
 
-Arguments in events are reprs; the common ones that are also JSON once the
-outer tuple parentheses become brackets are parsed with ``json.loads``,
-anything else with ``payload.decode_args`` (same values, ~10x cheaper).
+Arguments: an instrumented publisher's ``task-sent`` carries them exactly
+in fields of their own (``payload.EXACT_ARGS_FIELD``...); otherwise they are
+reprs, and the common ones that are also JSON once the outer tuple
+parentheses become brackets are parsed with ``json.loads``, anything else
+with ``payload.decode_args`` (same values, ~10x cheaper).
 """
 from __future__ import annotations
 
@@ -13,7 +15,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flower_ops.core.lifecycle import EVENT_STATES
-from flower_ops.core.payload import EXACT_PREFIX, decode_args
+from flower_ops.core.payload import (
+    EXACT_ARGS_FIELD,
+    EXACT_KWARGS_FIELD,
+    EXACT_PREFIX,
+    arguments,
+    decode_args,
+)
 from flower_ops.core.transitions import Transition
 
 
@@ -81,10 +89,9 @@ def transition_from_event(event: dict[str, Any]) -> Transition | None:
         fields["retries"] = event.get("retries")
         fields["eta"] = to_epoch(event.get("eta"))
         fields["expires"] = to_epoch(event.get("expires"))
-        args, args_exact = _decode_repr(event.get("args"))
-        kwargs, kwargs_exact = _decode_repr(event.get("kwargs"))
-        fields["args"], fields["kwargs"] = args, kwargs
-        fields["args_exact"] = args_exact and kwargs_exact
+        fields["args"], fields["kwargs"], fields["args_exact"] = arguments(
+            event.get(EXACT_ARGS_FIELD), event.get(EXACT_KWARGS_FIELD),
+            event.get("args"), event.get("kwargs"), decode=_decode_repr)
     elif kind == "task-succeeded":
         fields["result"] = _decode_repr(event.get("result"))[0]
         fields["runtime"] = event.get("runtime")

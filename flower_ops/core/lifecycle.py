@@ -10,7 +10,8 @@ from here.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 TASK_STATES = ("PENDING", "RECEIVED", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED")
 FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -85,6 +86,74 @@ def advances(cur: str | None, cur_at: float | None, cur_lost: bool,
 def further_state(a: str, b: str) -> str:
     """Of two Celery states of one task, the one further along (``a`` on a tie)."""
     return b if STATE_RANK.get(b, -1) > STATE_RANK.get(a, -1) else a
+
+
+# Where a history step sits within one attempt: PENDING, RECEIVED, STARTED,
+# then how the attempt ended (RETRY or an outcome, ordered by time)
+ATTEMPT_END_STAGE = STATE_RANK["RETRY"]
+
+# Steps whose reporter says which attempt they belong to: Celery's task-sent
+# and task-received events carry the task's ``retries`` count
+_NUMBERED_STATES = frozenset({"PENDING", "RECEIVED"})
+
+Step = TypeVar("Step", bound=Mapping[str, Any])
+
+
+def history_stage(state: str) -> int:
+    """PENDING 0, RECEIVED 1, STARTED 2; RETRY, every outcome and any other
+    state a history may hold (Flower's REJECTED) 3."""
+    return min(STATE_RANK.get(state, ATTEMPT_END_STAGE), ATTEMPT_END_STAGE)
+
+
+def in_lifecycle_order(steps: Iterable[Step]) -> list[Step]:
+    """A task's history steps (mappings with ``state``, ``timestamp`` and,
+    where known, ``retries``) in lifecycle order; each keeps its timestamp.
+
+    Timestamps come from different clocks: ``task-sent`` from the
+    publisher's, the rest from the worker's, so a publisher whose clock is
+    ahead reports PENDING after RECEIVED. The rule:
+
+    1. A task runs in attempts; each RETRY ends one, and the next begins
+       (Celery's ``Task.retry`` publishes the next attempt, PENDING again,
+       a moment before it reports the RETRY).
+    2. A PENDING or RECEIVED step that carries ``retries`` belongs to
+       attempt ``retries`` (Celery counts them). A PENDING without it
+       belongs to the first attempt (the publish; Flower's memory keeps one
+       step per state). Any other step belongs to the attempt its time falls
+       in: the number of RETRY steps reported before it (worker clocks).
+    3. Attempts in order; within one, PENDING, RECEIVED, STARTED, then RETRY
+       or the outcome (``history_stage``); steps of one stage by time, then
+       in the order given.
+
+    So a publisher's clock never reorders a task's steps, and with retries
+    the history reads PENDING, RECEIVED, STARTED, RETRY, PENDING, RECEIVED,
+    STARTED, SUCCESS. Clocks of two workers that disagree by more than the
+    time between one attempt's RETRY and the next attempt's steps can still
+    misplace those worker steps.
+    """
+    listed = list(steps)
+    times = [_step_time(step) for step in listed]
+    attempts = [0] * len(listed)
+    retries_seen = 0
+    for position in sorted(range(len(listed)), key=lambda i: (times[i], i)):
+        step = listed[position]
+        state = step.get("state")
+        numbered = step.get("retries")
+        if state in _NUMBERED_STATES and isinstance(numbered, int) \
+                and not isinstance(numbered, bool) and numbered >= 0:
+            attempts[position] = numbered
+        elif state != "PENDING":
+            attempts[position] = retries_seen
+        if state == "RETRY":
+            retries_seen += 1
+    order = sorted(range(len(listed)), key=lambda i: (
+        attempts[i], history_stage(str(listed[i].get("state"))), times[i], i))
+    return [listed[i] for i in order]
+
+
+def _step_time(step: Mapping[str, Any]) -> float:
+    value = step.get("timestamp")
+    return float(value) if isinstance(value, (int, float)) else 0.0
 
 
 def as_json() -> dict[str, Any]:

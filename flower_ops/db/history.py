@@ -15,7 +15,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from flower_ops.core.errors import InvalidQuery
-from flower_ops.core.lifecycle import STATE_TO_STATUS, STATUS_TO_STATE
+from flower_ops.core.lifecycle import STATE_TO_STATUS, STATUS_TO_STATE, in_lifecycle_order
 from flower_ops.core.query import TaskPage, TaskQuery
 from flower_ops.db.pool import Database
 from flower_ops.db.schema import EXECUTION_COLUMNS, EXECUTIONS, HISTORY, TIME_COLUMNS
@@ -96,8 +96,11 @@ class PgHistory:
             "SELECT state, extract(epoch FROM occurred_at)::float8 AS ts, worker, source, "
             f"detail FROM {HISTORY} WHERE execution_id = %s "
             "ORDER BY occurred_at, id", (task_id,))
-        task["history"] = [{"state": h["state"], "timestamp": h["ts"], "worker": h["worker"],
-                            "source": h["source"], **(h["detail"] or {})} for h in history]
+        # Read in time order; shown in lifecycle order, whatever the clocks
+        # of publisher and workers said (``lifecycle.in_lifecycle_order``)
+        task["history"] = in_lifecycle_order(
+            [{"state": h["state"], "timestamp": h["ts"], "worker": h["worker"],
+              "source": h["source"], **(h["detail"] or {})} for h in history])
         children = self._query(
             f"SELECT execution_id FROM {EXECUTIONS} WHERE parent_id = %s "
             "ORDER BY first_seen_at LIMIT %s", (task_id, MAX_CHILDREN))

@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from flower_ops.core.lifecycle import CANCELLABLE, RETRYABLE, further_state
-from flower_ops.core.payload import decode_args
+from flower_ops.core.outcomes import NOT_FOUND, REJECTED
 from flower_ops.db.actions import ActionStore
-from flower_ops.monitor.sources.flower_state import task_queue
+from flower_ops.monitor.sources.flower_state import task_arguments, task_queue
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,10 @@ class Decision:
 
 
 def snapshot_from_memory(task: Any) -> TaskSnapshot:
-    args, args_exact = decode_args(getattr(task, "args", None))
-    kwargs, kwargs_exact = decode_args(getattr(task, "kwargs", None))
+    args, kwargs, exact = task_arguments(task)
     return TaskSnapshot(
         id=task.uuid, state=task.state or "PENDING", name=getattr(task, "name", None),
-        args=args, kwargs=kwargs, args_exact=args_exact and kwargs_exact,
+        args=args, kwargs=kwargs, args_exact=exact,
         queue=task_queue(task), routing_key=getattr(task, "routing_key", None),
         exchange=getattr(task, "exchange", None), source="memory")
 
@@ -145,23 +144,23 @@ class TaskLookup:
     def decide(action: str, task_id: str, snapshot: TaskSnapshot | None,
                 force: bool) -> Decision:
         if snapshot is None:
-            return Decision(None, task_id, "not_found", "unknown_task",
+            return Decision(None, task_id, NOT_FOUND, "unknown_task",
                             f"unknown task {task_id}")
         allowed = CANCELLABLE if action == "cancel" else RETRYABLE
         if snapshot.state not in allowed:
-            return Decision(snapshot, task_id, "conflict", "state",
+            return Decision(snapshot, task_id, REJECTED, "state",
                             f"cannot {action} a task in state {snapshot.state}; allowed in "
                             f"{', '.join(sorted(allowed))}")
         if action == "retry":
             if snapshot.retried_as and not force:
-                return Decision(snapshot, task_id, "conflict", "already_retried",
+                return Decision(snapshot, task_id, REJECTED, "already_retried",
                                 f"already retried as {snapshot.retried_as} "
                                 "(send force=true to retry again)")
             if not snapshot.name:
-                return Decision(snapshot, task_id, "conflict", "name_unknown",
+                return Decision(snapshot, task_id, REJECTED, "name_unknown",
                                 "the task's name is not known")
             if not snapshot.args_exact:
-                return Decision(snapshot, task_id, "conflict", "arguments_not_exact",
+                return Decision(snapshot, task_id, REJECTED, "arguments_not_exact",
                                 "the exact arguments are not known (instrument the publishing "
                                 "app with flower_ops.instrument, or enable result_extended)")
         return Decision(snapshot, task_id, "allowed")

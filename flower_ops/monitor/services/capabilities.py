@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flower_ops.core.payload import EXACT_PREFIX
+from flower_ops.monitor.sources.flower_state import task_has_exact_arguments
 
 
 class Capabilities:
@@ -22,12 +22,14 @@ class Capabilities:
         self._probed = probed
 
     def observe(self, uuid: str, old_state: str | None, task: Any) -> None:
-        """Index observer: a task changed state (first seen when ``old_state`` is None)."""
-        if old_state is not None:
-            return
+        """Index observer: a task changed state (first seen when ``old_state`` is None).
+
+        Every change is looked at until each capability is seen: the exact
+        arguments come with ``task-sent``, which may be applied after the
+        worker's first event."""
         if not self.sent_events and getattr(task, "sent", None):
             self.sent_events = True
-        if not self.exact_args and str(getattr(task, "args", "")).startswith(EXACT_PREFIX):
+        if not self.exact_args and task_has_exact_arguments(task):
             self.exact_args = True
 
     def summary(self) -> dict[str, Any]:

@@ -18,18 +18,34 @@ from collections.abc import Callable, Mapping
 from itertools import accumulate
 from typing import Any
 
-SEARCH_FIELDS = ("uuid", "name", "args", "kwargs", "result", "exception")
+from flower_ops.core.payload import (
+    EXACT_ARGS_FIELD,
+    EXACT_KWARGS_FIELD,
+    EXACT_PREFIX,
+    is_exact_text,
+)
+
+# The argument reprs (what Flower and the workers show) and, for instrumented
+# publishers, the exact text too: a repr stops at 1024 characters
+SEARCH_FIELDS = ("uuid", "name", "args", "kwargs", EXACT_ARGS_FIELD, EXACT_KWARGS_FIELD,
+                 "result", "exception")
 CHUNK_TASKS = 1024
 MANY_HITS = 32
 # Between fields and between texts: a search never contains NUL (the query
 # parameters refuse it), so no match spans two fields or two tasks
 SEPARATOR = "\x00"
+_EXACT_SKIP = len(EXACT_PREFIX)
 
 
 def search_text(task: Any) -> str:
-    return SEPARATOR.join(str(value).lower() for value in
+    return SEPARATOR.join(_searchable(value).lower() for value in
                           (getattr(task, name, None) for name in SEARCH_FIELDS)
                           if value is not None)
+
+
+def _searchable(value: Any) -> str:
+    # the exact text's "json:" is our marker, not the task's
+    return value[_EXACT_SKIP:] if is_exact_text(value) else str(value)
 
 
 class _Chunk:

@@ -7,11 +7,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flower_ops.core.errors import InvalidQuery, NotConfigured, NotFound
-from flower_ops.core.lifecycle import FINAL_STATES, TIME_FIELD_STATES, TIMESTAMP_FIELDS
+from flower_ops.core.lifecycle import (
+    FINAL_STATES,
+    TIME_FIELD_STATES,
+    TIMESTAMP_FIELDS,
+    in_lifecycle_order,
+)
 from flower_ops.core.payload import decode_args
 from flower_ops.core.query import TaskPage, TaskQuery
 from flower_ops.monitor.services.search import SearchTexts
-from flower_ops.monitor.sources.flower_state import task_queue, task_worker
+from flower_ops.monitor.sources.flower_state import task_arguments, task_queue, task_worker
 from flower_ops.monitor.sources.task_index import TaskIndex
 
 if TYPE_CHECKING:
@@ -30,20 +35,38 @@ def _decoded(value: Any) -> Any:
 
 
 def _history(task: Any) -> list[dict[str, Any]]:
-    """Transitions from the lifecycle timestamps Flower keeps (memory only)."""
+    """Steps from the lifecycle timestamps Flower keeps (memory only: the
+    latest of each), in lifecycle order (``lifecycle.in_lifecycle_order``)."""
     # Flower also keeps "rejected" (task-rejected), a step of its own here
     names = {**TIME_FIELD_STATES, "rejected": "REJECTED"}
-    steps = [{"state": state, "timestamp": getattr(task, field)}
-             for field, state in names.items() if getattr(task, field, None)]
-    # task-sent is emitted after publishing, so its clock may read later than
-    # task-received; it is still the first step
-    steps.sort(key=lambda step: (step["state"] != "PENDING", step["timestamp"]))
-    return steps
+    return in_lifecycle_order(
+        [{"state": state, "timestamp": getattr(task, field)}
+         for field, state in names.items() if getattr(task, field, None)])
+
+
+# The database records task-rejected as FAILURE, Flower as "rejected"
+_SAME_STEP_STATE = {"REJECTED": "FAILURE"}
+# Both hold an event's own timestamp: PostgreSQL to the microsecond
+_SAME_STEP_SECONDS = 2e-6
+
+
+def merged_history(stored: list[dict[str, Any]], memory: list[dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    """The database's steps, plus those only memory knows yet (events the
+    sync worker has not written), in lifecycle order."""
+    known: dict[str, list[float]] = {}
+    for step in stored:
+        state = _SAME_STEP_STATE.get(step["state"], step["state"])
+        known.setdefault(state, []).append(float(step["timestamp"] or 0.0))
+    extra = [step for step in memory
+             if not any(abs(float(step["timestamp"]) - at) <= _SAME_STEP_SECONDS
+                        for at in known.get(_SAME_STEP_STATE.get(step["state"], step["state"]),
+                                            ()))]
+    return in_lifecycle_order([*stored, *extra]) if extra else stored
 
 
 def task_summary(task: Any) -> dict[str, Any]:
-    args, args_exact = decode_args(getattr(task, "args", None))
-    kwargs, _ = decode_args(getattr(task, "kwargs", None))
+    args, kwargs, args_exact = task_arguments(task)
     summary = {
         "id": task.uuid,
         "name": task.name,
@@ -197,7 +220,8 @@ class TaskQueryService:
             return stored
         detail = task_detail(task)
         if stored is not None:
-            detail["history"] = stored.get("history") or detail["history"]
+            detail["history"] = merged_history(stored.get("history") or [],
+                                               detail["history"])
             for key in ("retry_of", "retried_as"):
                 detail[key] = stored.get(key)
             if not detail["args_exact"] and stored.get("args_exact"):

@@ -12,6 +12,14 @@ from typing import Any
 
 from flower.events import EventsState
 
+from flower_ops.core.payload import (
+    EXACT_ARGS_FIELD,
+    EXACT_KWARGS_FIELD,
+    arguments,
+    is_exact_text,
+    stock_event,
+)
+
 HEAP_TRIM_FRACTION = 64
 
 
@@ -36,6 +44,8 @@ class IndexedEventsState(EventsState):
         uuid = event.get("uuid")
         if uuid is None:
             return super().event(event)
+        if is_exact_text(event.get("args")) or is_exact_text(event.get("kwargs")):
+            event = stock_event(event)
         heap = self._taskheap
         if len(heap) >= self.max_tasks_in_memory * self.heap_multiplier:
             # Celery's State keeps a time-ordered list of task events and, once
@@ -89,3 +99,14 @@ def task_first_timestamp(task: Any) -> float:
         if value:
             return float(value)
     return 0.0
+
+
+def task_arguments(task: Any) -> tuple[Any, Any, bool]:
+    """(args, kwargs, exact) of a Flower task: the exact values ``task-sent``
+    brought when there are any, else what its reprs say."""
+    return arguments(getattr(task, EXACT_ARGS_FIELD, None), getattr(task, EXACT_KWARGS_FIELD, None),
+                     getattr(task, "args", None), getattr(task, "kwargs", None))
+
+
+def task_has_exact_arguments(task: Any) -> bool:
+    return getattr(task, EXACT_ARGS_FIELD, None) is not None
