@@ -151,6 +151,34 @@ def in_lifecycle_order(steps: Iterable[Step]) -> list[Step]:
     return [listed[i] for i in order]
 
 
+def with_one_outcome(steps: list[Step], state: str | None) -> list[Step]:
+    """A history with one outcome: the task's own final ``state``.
+
+    A worker announces ``task-revoked`` when it signals a running task's
+    process, and a task that returns in that instant also reports SUCCESS
+    (or FAILURE), which wins. Both events happened, but only one is the
+    task's end: the other final step is not shown, so no history reads
+    REVOKED beside (or after) the outcome that stood.
+    """
+    if state not in FINAL_STATES:
+        return steps
+    return [step for step in steps
+            if step.get("state") not in FINAL_STATES or step.get("state") == state]
+
+
+def outcome_times(state: str | None, times: Mapping[str, Any]) -> dict[str, Any]:
+    """The lifecycle timestamps of a task in ``state``: of the outcome
+    timestamps (``succeeded``, ``failed``, ``revoked``) only its own; the
+    others are ends that did not stand (see ``with_one_outcome``)."""
+    own = STATE_TIME_FIELDS.get(state or "")
+    return {name: (None if name in _OUTCOME_TIME_FIELDS and state in FINAL_STATES
+                   and name != own else times.get(name))
+            for name in TIMESTAMP_FIELDS}
+
+
+_OUTCOME_TIME_FIELDS = frozenset(STATE_TIME_FIELDS[s] for s in FINAL_STATES)
+
+
 def _step_time(step: Mapping[str, Any]) -> float:
     value = step.get("timestamp")
     return float(value) if isinstance(value, (int, float)) else 0.0

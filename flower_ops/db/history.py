@@ -15,7 +15,12 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from flower_ops.core.errors import InvalidQuery
-from flower_ops.core.lifecycle import STATE_TO_STATUS, STATUS_TO_STATE, in_lifecycle_order
+from flower_ops.core.lifecycle import (
+    STATE_TO_STATUS,
+    STATUS_TO_STATE,
+    in_lifecycle_order,
+    outcome_times,
+)
 from flower_ops.core.query import TaskPage, TaskQuery
 from flower_ops.db.pool import Database
 from flower_ops.db.schema import EXECUTION_COLUMNS, EXECUTIONS, HISTORY, TIME_COLUMNS
@@ -70,8 +75,8 @@ def task_from_row(row: dict[str, Any]) -> dict[str, Any]:
         "updated": _epoch(row["updated_at"]),
         "source": "db",
     }
-    for name, column in TIME_COLUMNS.items():
-        task[name] = _epoch(row[column])
+    task.update(outcome_times(task["state"], {name: _epoch(row[column])
+                                              for name, column in TIME_COLUMNS.items()}))
     return task
 
 

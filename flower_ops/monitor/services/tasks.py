@@ -12,6 +12,8 @@ from flower_ops.core.lifecycle import (
     TIME_FIELD_STATES,
     TIMESTAMP_FIELDS,
     in_lifecycle_order,
+    outcome_times,
+    with_one_outcome,
 )
 from flower_ops.core.payload import decode_args
 from flower_ops.core.query import TaskPage, TaskQuery
@@ -65,6 +67,11 @@ def merged_history(stored: list[dict[str, Any]], memory: list[dict[str, Any]]
     return in_lifecycle_order([*stored, *extra]) if extra else stored
 
 
+def _one_outcome(detail: dict[str, Any]) -> dict[str, Any]:
+    detail["history"] = with_one_outcome(detail.get("history") or [], detail.get("state"))
+    return detail
+
+
 def task_summary(task: Any) -> dict[str, Any]:
     args, kwargs, args_exact = task_arguments(task)
     summary = {
@@ -82,8 +89,8 @@ def task_summary(task: Any) -> dict[str, Any]:
         "runtime": getattr(task, "runtime", None),
         "timestamp": getattr(task, "timestamp", None),
     }
-    for field in TIMESTAMP_FIELDS:
-        summary[field] = getattr(task, field, None)
+    summary.update(outcome_times(task.state, {field: getattr(task, field, None)
+                                              for field in TIMESTAMP_FIELDS}))
     return summary
 
 
@@ -217,7 +224,7 @@ class TaskQueryService:
             raise NotFound(f"unknown task {task_id}", {"task_id": task_id})
         if task is None:
             assert stored is not None
-            return stored
+            return _one_outcome(stored)
         detail = task_detail(task)
         if stored is not None:
             detail["history"] = merged_history(stored.get("history") or [],
@@ -234,7 +241,7 @@ class TaskQueryService:
                     if key in stored:
                         detail[key] = stored[key]
             detail["source"] = "memory+db"
-        return detail
+        return _one_outcome(detail)
 
     def _require_history(self) -> PgHistory:
         if self.history is None:
