@@ -211,10 +211,26 @@ def test_cancel_of_a_queued_task_on_rabbitmq_is_revoked_everywhere_and_counted_i
         def in_queue() -> dict | None:  # type: ignore[type-arg]
             return next((q for q in get("/queues")["queues"] if q["name"] == queue), None)
 
+        def known(task_id: str) -> bool:
+            return requests.get(f"{monitor.api}/tasks/{task_id}", headers=headers,
+                                timeout=5).status_code == 200
+
+        # /healthcheck answers before Flower's event receiver has bound its
+        # queue, and a task-sent event published before that is gone: probe
+        # (into a queue nobody reads) until one is seen, then send the task
+        def receiving() -> bool:
+            probe = client_app.send_task("automation.add", args=(0, 0),
+                                         queue=names["missing"]).id
+            try:
+                return wait_for(lambda: known(probe), timeout_seconds=2,
+                                message="the probe task")
+            except AssertionError:
+                return False
+
+        wait_for(receiving, timeout_seconds=60, message="the monitor receiving events")
         task_id = client_app.send_task("automation.add", args=(1, 2), queue=queue).id
-        wait_for(lambda: requests.get(f"{monitor.api}/tasks/{task_id}", headers=headers,
-                                      timeout=5).status_code == 200,
-                 timeout_seconds=30, message="the monitor knows the queued task")
+        wait_for(lambda: known(task_id), timeout_seconds=30,
+                 message="the monitor knows the queued task")
         wait_for(lambda: (in_queue() or {}).get("messages") == 1, timeout_seconds=30,
                  message="the message is ready in its queue")
 
