@@ -22,6 +22,24 @@ class TaskQuery:
     order: str = "desc"             # newest first by default
     source: str = "auto"            # auto | memory | db
 
+    @property
+    def name_prefix(self) -> str | None:
+        """The prefix ``name`` asks for when it ends with ``*``, else None."""
+        return name_prefix(self.name)
+
+
+def name_prefix(pattern: str | None) -> str | None:
+    """``"reports.*"`` → ``"reports."``; an exact name (no trailing ``*``) → None."""
+    return pattern[:-1] if pattern is not None and pattern.endswith("*") else None
+
+
+def name_matches(pattern: str, name: str | None) -> bool:
+    """A task name filter: the exact name, or a prefix with a trailing ``*``."""
+    prefix = name_prefix(pattern)
+    if prefix is None:
+        return name == pattern
+    return name is not None and name.startswith(prefix)
+
 
 @dataclass(frozen=True)
 class TaskPage:

@@ -157,14 +157,20 @@ class PgHistory:
                 raise InvalidQuery("unknown state", detail={"states": sorted(unknown)})
             where.append("status = ANY(%s)")
             params.append([STATE_TO_STATUS[s] for s in sorted(query.states)])
-        for column, value in (("task_name", query.name), ("worker", query.worker),
-                              ("queue", query.queue)):
+        prefix = query.name_prefix
+        if prefix is not None:
+            if prefix:
+                where.append("task_name LIKE %s")
+                params.append(_like_escaped(prefix) + "%")
+        elif query.name:
+            where.append("task_name = %s")
+            params.append(query.name)
+        for column, value in (("worker", query.worker), ("queue", query.queue)):
             if value:
                 where.append(f"{column} = %s")
                 params.append(value)
         if query.search:
-            pattern = "%" + query.search.replace("\\", "\\\\").replace("%", "\\%") \
-                .replace("_", "\\_") + "%"
+            pattern = "%" + _like_escaped(query.search) + "%"
             where.append("(task_name ILIKE %s OR execution_id ILIKE %s OR args::text ILIKE %s "
                          "OR kwargs::text ILIKE %s OR result::text ILIKE %s "
                          "OR error ILIKE %s)")
@@ -176,3 +182,8 @@ class PgHistory:
             where.append("first_seen_at < to_timestamp(%s)")
             params.append(float(query.until))
         return where, params
+
+
+def _like_escaped(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern (backslash escapes)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

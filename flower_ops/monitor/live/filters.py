@@ -7,7 +7,7 @@ from typing import Any
 
 from flower_ops.core.errors import InvalidQuery
 from flower_ops.core.lifecycle import TASK_STATES
-from flower_ops.core.query import TaskQuery
+from flower_ops.core.query import TaskQuery, name_matches
 
 SNAPSHOT_TASKS = 50
 MAX_SNAPSHOT_TASKS = 500
@@ -29,7 +29,8 @@ class Filters:
 
     def matches(self, task: dict[str, Any]) -> bool:
         return ((not self.states or task.get("state") in self.states)
-                and (not self.names or task.get("name") in self.names)
+                and (not self.names or any(name_matches(n, task.get("name"))
+                                           for n in self.names))
                 and (not self.queues or task.get("queue") in self.queues))
 
     def as_json(self) -> dict[str, list[str]]:

@@ -203,9 +203,15 @@ class TaskIndex:
             buckets = [self._buckets["state"][s] for s in query.states
                        if s in self._buckets["state"]]
             constraints.append((0, buckets, frozenset(query.states)))
+        prefix = query.name_prefix
         for position, dim in enumerate(DIMENSIONS[1:], start=1):
             value = getattr(query, dim)
-            if value is not None:
+            if dim == "name" and prefix is not None:
+                # a prefix is the union of the buckets of every name it matches
+                names = frozenset(n for n in self._buckets["name"] if n.startswith(prefix))
+                constraints.append((position, [self._buckets["name"][n] for n in names],
+                                    names))
+            elif value is not None:
                 bucket = self._buckets[dim].get(value)
                 constraints.append((position, [bucket] if bucket is not None else [], value))
         if any(not buckets for _, buckets, _ in constraints) or (
@@ -236,7 +242,7 @@ class TaskIndex:
                         return False
                     continue
                 actual = attrs[position]
-                if position == 0:
+                if isinstance(value, frozenset):    # any of some states or names
                     if actual not in value:
                         return False
                 elif actual != value:
@@ -267,7 +273,7 @@ class TaskIndex:
         buckets = []
         rest = []
         for position, value in others:
-            if position > 0:
+            if position > 0 and not isinstance(value, frozenset):
                 bucket = self._buckets[DIMENSIONS[position]].get(value)
                 if bucket is None:
                     return 0
