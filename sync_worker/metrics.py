@@ -20,9 +20,10 @@ class SyncMetrics:
         self.dropped = Counter("flower_ops_sync_events_dropped_total",
                                "Events dropped because the buffer was full (reconciliation "
                                "closes the gap)", registry=r)
-        self.batch_size = Histogram("flower_ops_sync_batch_size", "Events per committed batch",
+        self.batch_size = Histogram("flower_ops_sync_batch_events",
+                                    "Events per committed batch",
                                     buckets=_BATCH_BUCKETS, registry=r)
-        self.batch_seconds = Histogram("flower_ops_sync_batch_seconds",
+        self.batch_seconds = Histogram("flower_ops_sync_batch_duration_seconds",
                                        "Time to commit one batch", buckets=_SECONDS_BUCKETS,
                                        registry=r)
         self.rows_changed = Counter("flower_ops_sync_rows_changed_total",
@@ -45,6 +46,16 @@ class SyncMetrics:
                               "Rows deleted or archived by retention", registry=r)
         self.leader = Gauge("flower_ops_sync_leader",
                             "1 while this replica holds the leader lock", registry=r)
+        self.role = Gauge("flower_ops_sync_role",
+                          "This replica's role: 1 for the one it has (leader or standby)",
+                          ["role"], registry=r)
+        self.set_leader(False)
+
+    def set_leader(self, leading: bool) -> None:
+        """The replica's role, as ``flower_ops_sync_leader`` and ``flower_ops_sync_role``."""
+        self.leader.set(1 if leading else 0)
+        self.role.labels(role="leader").set(1 if leading else 0)
+        self.role.labels(role="standby").set(0 if leading else 1)
 
     def serve(self, *, port: int, address: str = "0.0.0.0") -> None:
         if port:

@@ -153,7 +153,7 @@ class SyncWorker:
         # migrated: once we listen, rows can be written and read.
         self._term.clear()
         self.is_leader.set()
-        self.metrics.leader.set(1)
+        self.metrics.set_leader(True)
         self._gap()                 # on start: close whatever gap we had
         consumer = EventConsumer(app=self.app, sink=self.buffer.put, liveness=self.liveness,
                                  on_connected=self._gap,
@@ -189,4 +189,4 @@ class SyncWorker:
             for thread in threads:
                 thread.join(_JOIN_SECONDS)
             self.is_leader.clear()
-            self.metrics.leader.set(0)
+            self.metrics.set_leader(False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -132,12 +133,15 @@ class Prometheus:
 BACKLOG_QUEUE = "fo-prometheus-stalled"
 
 
+SYNC_PORT: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def scraped(redis_service: RedisService, redis_db: int, pg_service: PostgresService
             ) -> Iterator[tuple[Stack, Prometheus]]:
     _tool("prometheus")
     name = pg_service.create_database()
-    sync_port = free_port()
+    sync_port = SYNC_PORT["port"] = free_port()
     try:
         with running_stack(
                 broker_url=redis_service.url(redis_db), database_url=pg_service.url(name),
@@ -256,3 +260,39 @@ def test_every_grafana_panel_returns_data_from_real_scraped_metrics(
                  message="every panel's query returning data")
     except AssertionError:
         raise AssertionError(f"panels without data: {sorted(pending)}") from None
+
+
+def _families(text: str) -> dict[str, str]:
+    """``flower_ops_*`` metric families of an exposition: name → type."""
+    from prometheus_client.parser import text_string_to_metric_families
+    found = {}
+    for family in text_string_to_metric_families(text):
+        # prometheus_client adds a *_created gauge beside each counter and histogram
+        if family.name.startswith("flower_ops_") and not family.name.endswith("_created"):
+            suffix = "_total" if family.type == "counter" else ""
+            found[family.name + suffix] = family.type
+    return found
+
+
+def test_our_metrics_follow_the_conventions_and_are_documented(
+        scraped: tuple[Stack, Prometheus]) -> None:
+    stack, _ = scraped
+    monitor_text = requests.get(f"{stack.monitor.base_url}/metrics", timeout=10,
+                                auth=stack.monitor.basic_auth).text
+    sync_text = requests.get(f"http://127.0.0.1:{SYNC_PORT['port']}/metrics", timeout=10).text
+    exported = {**_families(monitor_text), **_families(sync_text)}
+    for text in (monitor_text, sync_text):
+        ours = "".join(line + "\n" for line in text.splitlines()
+                       if line.split(" ", 3)[2 if line.startswith("#") else 0]
+                       .startswith("flower_ops_"))
+        linted = subprocess.run([_tool("promtool"), "check", "metrics"], input=ours,
+                                capture_output=True, text=True, timeout=30, check=False)
+        assert linted.returncode == 0 and not linted.stdout.strip(), \
+            linted.stdout + linted.stderr
+    for name, kind in exported.items():
+        assert (kind == "counter") == name.endswith("_total"), name
+        assert "per_minute" not in name, name
+    page = (REPO_ROOT / "docs" / "metrics.md").read_text()
+    tables = page[:page.index("## The same thing elsewhere")]   # the two metric tables
+    documented = set(re.findall(r"^\| `(flower_ops_[a-z_]+)` \|", tables, re.MULTILINE))
+    assert set(exported) == documented

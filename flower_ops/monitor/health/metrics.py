@@ -14,13 +14,17 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from flower_ops.monitor.health.alerts import KINDS, SEVERITIES
 
 if TYPE_CHECKING:
     from flower_ops.monitor.health.monitor import HealthMonitor
+
+# alerts, messages, unacked, consumers, oldest age, memory; tasks finished
+_Families = tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily,
+                  GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily]
 
 _lock = threading.Lock()
 _collector: HealthCollector | None = None
@@ -44,14 +48,14 @@ class HealthCollector(Collector):
         return iter(families)
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, ...]:
+    def _families() -> _Families:
         return (
             GaugeMetricFamily("flower_ops_alerts_active", "Active Flower Ops alerts",
                               labels=["kind", "severity"]),
             GaugeMetricFamily("flower_ops_queue_messages",
                               "Ready messages in the queue (priority sub-queues summed)",
                               labels=["queue"]),
-            GaugeMetricFamily("flower_ops_queue_unacked",
+            GaugeMetricFamily("flower_ops_queue_unacked_messages",
                               "Messages delivered to a worker and not yet acknowledged",
                               labels=["queue"]),
             GaugeMetricFamily("flower_ops_queue_consumers", "Consumers of the queue",
@@ -62,14 +66,15 @@ class HealthCollector(Collector):
                               "Worker memory: current RSS of the worker and its pool "
                               "(kind=rss) or Celery's max RSS (kind=max_rss)",
                               labels=["worker", "kind"]),
-            GaugeMetricFamily("flower_ops_tasks_per_minute",
-                              "Completed tasks per minute over a window", labels=["window"]),
+            CounterMetricFamily("flower_ops_tasks_finished",
+                                "Tasks that reached SUCCESS or FAILURE since the monitor "
+                                "started", labels=["state"]),
         )
 
     def _fill(self, health: HealthMonitor, alerts: GaugeMetricFamily,
               messages: GaugeMetricFamily, unacked: GaugeMetricFamily,
               consumers: GaugeMetricFamily, oldest: GaugeMetricFamily,
-              memory: GaugeMetricFamily, throughput: GaugeMetricFamily) -> None:
+              memory: GaugeMetricFamily, finished: CounterMetricFamily) -> None:
         counts = health.book.counts()
         for kind in KINDS:
             for severity in SEVERITIES:
@@ -90,8 +95,8 @@ class HealthCollector(Collector):
             if info.get("rss_bytes") is not None:
                 memory.add_metric([worker["hostname"], info.get("kind") or "rss"],
                                   info["rss_bytes"])
-        for window, value in health.throughput.summary()["throughput_per_minute"].items():
-            throughput.add_metric([window], value)
+        for state, count in health.throughput.finished.items():
+            finished.add_metric([state], count)
 
 
 def install_collector(health: HealthMonitor) -> HealthCollector:

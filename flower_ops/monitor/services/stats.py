@@ -34,12 +34,15 @@ class ThroughputTracker:
         # request sorts only the names that changed since the last one
         self._percentiles: dict[str, dict[str, float | int]] = {}
         self.observed = 0
+        # cumulative, for Prometheus' flower_ops_tasks_finished_total{state}
+        self.finished = {"SUCCESS": 0, "FAILURE": 0}
 
     def observe(self, uuid: str, old_state: str | None, task: Any) -> None:
         state = task.state
         if state not in ("SUCCESS", "FAILURE"):
             return
         self.observed += 1
+        self.finished[state] += 1
         at = getattr(task, "succeeded" if state == "SUCCESS" else "failed", None) or time.time()
         second = int(at)
         bucket = self._buckets.get(second)
