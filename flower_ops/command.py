@@ -18,9 +18,11 @@ from flower import command as flower_command
 from flower.app import Flower
 from tornado.options import options
 
+from flower_ops.command_help import write_help_sections
 from flower_ops.core.env import ConfigError
 from flower_ops.monitor.app import install
 from flower_ops.monitor.config import MonitorConfig
+from flower_ops.monitor.sources.inspect_log import quiet_inspect_before_workers
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +35,26 @@ def load_config_or_exit() -> MonitorConfig:
         sys.exit(2)
 
 
-@click.command(cls=CeleryCommand, context_settings={"ignore_unknown_options": True})
-@click.argument("tornado_argv", nargs=-1, type=click.UNPROCESSED)
+class FlowerOpsCommand(CeleryCommand):
+    """Celery's command class; its help goes on to list Flower's options, our
+    settings and the docs (``command_help.py``)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        write_help_sections(formatter)
+
+
+@click.command(cls=FlowerOpsCommand, context_settings={"ignore_unknown_options": True})
+@click.argument("tornado_argv", nargs=-1, type=click.UNPROCESSED, metavar="[FLOWER OPTIONS]...")
 @click.pass_context
 def flower_ops(ctx: click.Context, tornado_argv: tuple[str, ...]) -> None:
-    """Flower with the Flower Ops monitoring API, live feed and dashboard."""
+    """Flower with the Flower Ops monitoring API, live feed and dashboard.
+
+    Stock Flower (its UI, API, auth and /metrics; every Flower option and
+    FLOWER_* variable works) plus the REST API under
+    /api/automation/monitoring, its live feed, the /monitoring dashboard, task
+    cancel / retry and health alerts. PostgreSQL history needs DATABASE_URL and
+    a running sync-worker.
+    """
     config = load_config_or_exit()
     flower_command.warn_about_celery_args_used_in_flower_command(ctx, tornado_argv)
     flower_command.apply_env_options()
@@ -48,6 +65,7 @@ def flower_ops(ctx: click.Context, tornado_argv: tuple[str, ...]) -> None:
     app = ctx.obj.app
     flower_app = Flower(capp=app, options=options, **flower_command.settings)
     ops = install(flower_app, config)
+    quiet_inspect_before_workers(flower_app)  # Flower's start-up inspect, before any worker
 
     atexit.register(flower_app.stop)
     atexit.register(ops.stop)
@@ -67,7 +85,9 @@ def flower_ops(ctx: click.Context, tornado_argv: tuple[str, ...]) -> None:
 def main() -> None:
     """Flower Ops: job monitoring and management for Celery.
 
-    The monitor itself runs as a Celery command: celery -A APP flower-ops.
+    The monitor itself runs as a Celery command: celery -A APP flower-ops
+    (its --help lists Flower's options and every setting with its default);
+    the PostgreSQL sync worker is sync-worker. Docs: README.md and docs/.
     """
 
 

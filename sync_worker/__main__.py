@@ -17,7 +17,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="sync-worker",
         description="Keep automation.job_executions in PostgreSQL in step with Celery. "
-                    "Configured by environment (DATABASE_URL, REDIS_URL, FLOWER_OPS_SYNC_*).")
+                    "Configured by environment (DATABASE_URL, REDIS_URL, FLOWER_OPS_SYNC_*).",
+        epilog="Every setting with its default: the README's Settings section (sync worker); "
+               "how rows move, reconciliation and failover: docs/sync-worker.md.")
     parser.add_argument("-A", "--app", help="reuse this Celery app's broker and result "
                                             "backend (module or module:attribute)")
     return parser.parse_args(argv)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from testing.process_tree import TrackedProcess, descendants, still_running
 from testing.processes import Process
@@ -14,13 +15,14 @@ from testing.processes import Process
 
 class DemoProcess(Process):
     """``python -m flower_ops.command demo`` on ``port`` with Flower's
-    ``basic_auth`` (user, password)."""
+    ``basic_auth`` (user, password), and ``extra_args`` (``--data-dir``...)."""
 
-    def __init__(self, port: int, *, basic_auth: tuple[str, str]) -> None:
+    def __init__(self, port: int, *, basic_auth: tuple[str, str],
+                 extra_args: Sequence[str] = ()) -> None:
         self.port = port
         self.seen: set[TrackedProcess] = set()
         super().__init__([sys.executable, "-m", "flower_ops.command", "demo", "--port", str(port),
-                          "--basic-auth", ":".join(basic_auth)], {}, "demo-test")
+                          "--basic-auth", ":".join(basic_auth), *extra_args], {}, "demo-test")
 
     @property
     def url(self) -> str:

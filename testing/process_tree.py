@@ -3,6 +3,7 @@ nothing behind, every descendant it ever had is tracked by (pid, start time),
 so a recycled pid is never mistaken for one of them."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -55,3 +56,36 @@ def cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return b""
+
+
+def listening_sockets(pids: set[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state that one of ``pids``
+    holds open, from ``/proc/net/tcp{,6}`` and the processes' descriptors."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:  # gone, or not ours to read
+            continue
+    found: set[tuple[str, int]] = set()
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            address, port = fields[1].split(":")
+            found.add((_address(bytes.fromhex(address), size), int(port, 16)))
+    return found
+
+
+def _address(raw: bytes, size: int) -> str:
+    """/proc/net/tcp's address: 32-bit words in host (little-endian) order."""
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))
+    return str(ipaddress.ip_address(words))

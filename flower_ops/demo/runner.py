@@ -12,6 +12,7 @@ import argparse
 import base64
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,10 +25,12 @@ import urllib.request
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from errno import EADDRINUSE
 from pathlib import Path
 from types import FrameType
 
 from flower_ops.demo.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, free_port
+from flower_ops.demo.ports import LOOPBACK, bind_error, port_problem
 
 DEMO_APP = "flower_ops.demo.app"
 DEFAULT_PORT = 5555
@@ -36,6 +39,7 @@ STOP_TIMEOUT_SECONDS = 10.0
 READY_TIMEOUT_SECONDS = 60.0
 # low enough that the demo's long job shows up as stuck within minutes
 DEMO_STUCK_TASK_SECONDS = "60"
+JWT_KEY_VARIABLES = ("JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_JWKS_URL")
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -125,6 +129,7 @@ class Demo:
     postgres: EmbeddedPostgres | None = None
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
+    sync_metrics_port: int | None = None
 
     @property
     def logs(self) -> Path:
@@ -151,7 +156,10 @@ class Demo:
             self.postgres = EmbeddedPostgres(base_dir=self.base_dir / "postgres")
             self.postgres.start(timeout_seconds=READY_TIMEOUT_SECONDS)
             env["DATABASE_URL"] = self.postgres.url()
-            env["FLOWER_OPS_SYNC_METRICS_PORT"] = str(free_port())
+            # its Prometheus endpoint listens on 0.0.0.0 by default: keep it on loopback
+            self.sync_metrics_port = free_port(LOOPBACK)
+            env["FLOWER_OPS_SYNC_METRICS_PORT"] = str(self.sync_metrics_port)
+            env["FLOWER_OPS_SYNC_METRICS_ADDRESS"] = LOOPBACK
         else:
             say("sync worker not available yet: running without PostgreSQL history")
 
@@ -232,11 +240,19 @@ def child_environment(redis_url: str) -> dict[str, str]:
         "FLOWER_OPS_STUCK_TASK_SECONDS": env.get("FLOWER_OPS_STUCK_TASK_SECONDS",
                                                  DEMO_STUCK_TASK_SECONDS),
     })
+    if not any(env.get(name) for name in JWT_KEY_VARIABLES):
+        # the monitor would warn that it signs tokens with a key of its own;
+        # the demo gives it one for this run instead
+        env["JWT_SECRET"] = secrets.token_urlsafe(32)
     return env
 
 
 def say(message: str) -> None:
     print(f"flower-ops demo: {message}", flush=True)
+
+
+def complain(message: str) -> None:
+    print(f"flower-ops demo: {message}", file=sys.stderr, flush=True)
 
 
 def banner(url: str, basic_auth: str, demo: Demo) -> str:
@@ -250,6 +266,10 @@ def banner(url: str, basic_auth: str, demo: Demo) -> str:
         f"(token: curl -u {user}:{password} -X POST {url}/api/automation/monitoring/token)",
         f"  Redis:      {demo.redis.url(0) if demo.redis else '-'}",
         f"  PostgreSQL: {demo.postgres.url() if demo.postgres else 'not running (no sync worker)'}",
+        f"  Metrics:    {url}/metrics (monitor)"
+        + (f", http://{LOOPBACK}:{demo.sync_metrics_port}/metrics (sync worker)"
+           if demo.sync_metrics_port else ""),
+        f"  Listening:  {', '.join(f'{where} {what}' for what, where in listening(url, demo))}",
         f"  Logs:       {demo.logs}",
         "Press Ctrl-C to stop.",
         "",
@@ -257,8 +277,23 @@ def banner(url: str, basic_auth: str, demo: Demo) -> str:
     return "\n".join(lines)
 
 
+def listening(url: str, demo: Demo) -> list[tuple[str, str]]:
+    """(what, host:port) of every port the demo opened."""
+    ports = [("monitor", f"{demo.args.address or '0.0.0.0'}:{url.rsplit(':', 1)[1]}")]
+    for name, server in (("Redis", demo.redis), ("PostgreSQL", demo.postgres)):
+        if server is not None:
+            ports.append((name, f"{server.host}:{server.port}"))
+    if demo.sync_metrics_port:
+        ports.append(("sync worker metrics", f"{LOOPBACK}:{demo.sync_metrics_port}"))
+    return ports
+
+
 def main(argv: Sequence[str]) -> int:
     args = _parse(argv)
+    problem = port_problem(args.address, args.port, bind_error(args.address, args.port))
+    if problem is not None:
+        complain(problem)
+        return 1
     port = args.port or free_port(args.address)
     owns_dir = args.data_dir is None
     base_dir = Path(tempfile.mkdtemp(prefix="flower-ops-demo-")) if owns_dir else args.data_dir
@@ -282,8 +317,12 @@ def main(argv: Sequence[str]) -> int:
                 return 0
             dead = demo.dead_child()
             name = dead.name if dead else "monitor"
-            say(f"{name} did not start; last lines of its log:")
-            print((dead or demo.children[-1]).log_tail(), file=sys.stderr, flush=True)
+            tail = (dead or demo.children[-1]).log_tail()
+            if name == "monitor" and "Address already in use" in tail:  # taken meanwhile
+                complain(port_problem(args.address, port, OSError(EADDRINUSE, "")) or "")
+                return 1
+            complain(f"{name} did not start; last lines of its log:")
+            print(tail, file=sys.stderr, flush=True)
             return 1
         if not args.no_seed:
             say(f"sent {demo.seed()} jobs to get things going; beat keeps them coming")
