@@ -48,6 +48,8 @@ sys.path.insert(0, str(ROOT))
 from common import (check_line, environment_line, heading, percentile, ratio, ws_frame,
                     ws_upgrade_request)
 
+from flower_ops.core.times import parse_instant
+
 SECRET = "bench-live-secret-0123456789abcdef"
 NAMES = ("automation.report", "automation.sync", "automation.export", "automation.notify")
 QUEUES = ("celery", "reports", "exports")
@@ -107,8 +109,9 @@ def produce(redis_url: str, rate: float, stop_at: float, counter: Any) -> None:
 
 
 def event_time(task: dict[str, Any]) -> float | None:
+    """The task's latest lifecycle instant (ISO 8601 UTC in the API), in epoch seconds."""
     times = [task.get(k) for k in ("succeeded", "failed", "started", "received", "sent")]
-    present = [t for t in times if t]
+    present = [parse_instant(t) if isinstance(t, str) else float(t) for t in times if t]
     return max(present) if present else None
 
 

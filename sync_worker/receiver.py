@@ -20,7 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from celery.utils.time import utcoffset
 
+from flower_ops.core.times import sender_timestamp
 from flower_ops.core.transitions import Transition
 from sync_worker.backoff import Backoff, is_connection_error
 from sync_worker.events import transition_from_event
@@ -66,6 +68,14 @@ class EventConsumer:
             self._sink(transition)
 
     def _handle(self, event: dict[str, Any]) -> None:
+        self._handle_many([event])
+
+    def _handle_kombu(self, event: dict[str, Any]) -> None:
+        # Celery's EventReceiver shifted the timestamp by the sender's and our
+        # UTC offsets' gap: put back what the sender stamped
+        timestamp = sender_timestamp(event, utcoffset())
+        if timestamp is not None:
+            event["timestamp"] = timestamp
         self._handle_many([event])
 
     def _handle_many(self, events: list[dict[str, Any]]) -> None:
@@ -146,7 +156,8 @@ class EventConsumer:
                         continue
                     self.path = "kombu"
                     self._liveness.expect_hearing_every(None)
-                    receiver = self._app.events.Receiver(conn, handlers={"*": self._handle})
+                    receiver = self._app.events.Receiver(conn,
+                                                         handlers={"*": self._handle_kombu})
                     self._receiver = receiver
                     if self._stop.is_set():
                         return

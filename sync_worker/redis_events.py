@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery.utils.time import utcoffset
 from kombu.serialization import loads as kombu_loads
 from kombu.serialization import prepare_accept_content
 from kombu.utils.json import loads as kombu_json_loads
@@ -100,15 +99,6 @@ def redis_events_target(conn: Any, *, exchange: str,
                              accept=accept)
 
 
-def _adjust_timestamp(event: dict[str, Any], here: float) -> None:
-    # what EventReceiver.event_from_message does with localize=True
-    # (celery.utils.time.adjust_timestamp, with ``here`` computed once per chunk)
-    timestamp, offset = event.get("timestamp"), event.get("utcoffset")
-    if timestamp is not None and offset is not None:
-        with contextlib.suppress(TypeError):
-            event["timestamp"] = timestamp - (offset - here) * 3600
-
-
 # kombu's Redis transport writes the envelope as json.dumps of a dict in this
 # order, so an event published by Celery starts with exactly this.
 _ENVELOPE_HEAD = b'{"body": "'
@@ -173,11 +163,11 @@ def decode_events(payload: bytes, *,
 def _finish(event: Any) -> list[dict[str, Any]]:
     events = event if isinstance(event, list) else [event]
     now = time.time()
-    here = utcoffset()
     for one in events:
         if not isinstance(one, dict) or "type" not in one:
             raise Undecodable("event body is not an event")
-        _adjust_timestamp(one, here)
+        # the sender's timestamp stays as it is: unlike EventReceiver, no
+        # "localizing" shift (see flower_ops.core.times.sender_timestamp)
         one["local_received"] = now
     return events
 

@@ -3,6 +3,7 @@ Celery workers, a real Redis broker, real JWTs."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from flower_ops.core.times import ISO_PATTERN, parse_instant
 from testing.paths import REPO_ROOT
 from testing.processes import AUTOMATION_APP, CeleryWorker, Monitor
 from testing.services import RedisService
@@ -42,11 +44,13 @@ def test_tasks_of_every_state_appear_with_their_fields(stack: Stack) -> None:
     assert done["worker"] == stack.worker.hostname
     assert done["queue"] == "celery" and done["routing_key"] == "celery"
     for field in ("sent", "received", "started", "succeeded"):
-        assert isinstance(done[field], float), field
+        assert re.fullmatch(ISO_PATTERN, done[field]), field
+    at = {field: parse_instant(done[field]) for field in ("sent", "received", "started",
+                                                          "succeeded")}
     # task-sent is emitted after publishing, so a worker may receive first
-    assert abs(done["sent"] - done["received"]) < 5
-    assert done["received"] <= done["started"] <= done["succeeded"]
-    assert done["runtime"] >= 0
+    assert abs(at["sent"] - at["received"]) < 5
+    assert at["received"] <= at["started"] <= at["succeeded"]
+    assert done["runtime"] >= 0 and round(done["runtime"], 3) == done["runtime"]
     assert [step["state"] for step in done["history"]] == [
         "PENDING", "RECEIVED", "STARTED", "SUCCESS"]
 
@@ -122,7 +126,7 @@ def test_workers_online_then_offline(stack: Stack) -> None:
             return match[0] if match and match[0]["status"] == status else None
 
         online = wait_for(lambda: listed("online"), message="worker online")
-        assert online["last_heartbeat"] is not None
+        assert re.fullmatch(ISO_PATTERN, online["last_heartbeat"])
 
         def inspected() -> dict[str, Any] | None:
             # stats and active_queues replies arrive (or time out) independently;
@@ -205,6 +209,7 @@ def test_token_endpoint_takes_flower_credentials_only(stack: Stack) -> None:
     body = good.json()
     assert body["token_type"] == "Bearer" and body["scope"] == "monitoring:read"
     assert body["subject"] == "admin" and 0 < body["expires_in"] <= 3600
+    assert re.fullmatch(ISO_PATTERN, body["expires_at"])
 
 
 @pytest.mark.parametrize("path, params, status", [

@@ -2,6 +2,7 @@
 `celery -A APP flower-ops` process and a real Celery worker."""
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -69,6 +70,11 @@ class Dashboard:
         expect(self.row(task_id)).to_have_attribute("data-state", state, timeout=timeout_ms)
 
 
+def assert_no_bad_times(text: str) -> None:
+    """Times (ISO 8601 strings in the API) parsed as times, not as numbers."""
+    assert "NaN" not in text and "Invalid Date" not in text, text
+
+
 @pytest.fixture
 def dashboard(browser: Browser, stack: Stack) -> Iterator[Dashboard]:
     context = browser.new_context(http_credentials={"username": "admin",
@@ -125,6 +131,10 @@ def test_a_new_task_appears_within_two_seconds(dashboard: Dashboard) -> None:
     expect(row.locator('[data-col="name"]')).to_have_text("automation.add")
     expect(row.locator('[data-col="args"]')).to_contain_text("[40,2]")
     expect(dashboard.page.locator('#fo-queues tr[data-queue="celery"]')).to_be_visible()
+    # times arrive as ISO 8601 strings and are shown as times, never NaN
+    time_text = row.locator('[data-col="time"]').inner_text()
+    assert re.fullmatch(r".*\d+:\d\d:\d\d.*\.\d{3}", time_text), time_text
+    assert_no_bad_times(dashboard.page.locator("#fo-app").inner_text())
 
 
 def test_cancel_and_retry_from_the_buttons(dashboard: Dashboard) -> None:
@@ -170,6 +180,10 @@ def test_details_show_everything_including_history(dashboard: Dashboard) -> None
     history = modal.locator('[data-testid="fo-history"] tr')
     expect(history).to_have_count(4)
     expect(history.last).to_contain_text("FAILURE")
+    expect(modal.locator('[data-field="failed"]')).to_have_text(re.compile(r"\d"))
+    assert_no_bad_times(modal.inner_text())
+    for step in history.all():
+        assert re.search(r"\d+:\d\d:\d\d", step.inner_text()), step.inner_text()
 
 
 def test_task_data_is_rendered_as_text_never_as_markup(dashboard: Dashboard) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import tornado.web
 from celery import Celery
 
 from flower_ops import instrument
+from flower_ops.core.times import ISO_PATTERN
 from flower_ops.demo.embedded import free_port
 from testing.processes import CeleryWorker, Monitor
 from testing.services import RedisService
@@ -180,6 +182,11 @@ def test_task_running_past_threshold_raises_stuck_alert_that_resolves_when_it_en
 
         resolved = wait_for(lambda: api.resolved(stuck["id"]), timeout_seconds=30,
                             message="stuck alert resolved")
+        for key in ("since", "raised_at", "resolved_at"):
+            assert re.fullmatch(ISO_PATTERN, resolved[key]), key
+        assert re.fullmatch(ISO_PATTERN, resolved["details"]["started"])
+        assert round(resolved["details"]["running_seconds"], 3) \
+            == resolved["details"]["running_seconds"]
         assert resolved["resolved_at"] >= resolved["raised_at"]
         assert api.active("stuck_task", task.id) is None
         wait_for(lambda: api.resolved(saturated["id"]), timeout_seconds=20,
@@ -188,6 +195,11 @@ def test_task_running_past_threshold_raises_stuck_alert_that_resolves_when_it_en
         wait_for(lambda: webhook.events_for(stuck["id"]) == ["raised", "resolved"],
                  timeout_seconds=30, message="webhook raise and resolve")
         assert webhook.attempts > len(webhook.received) - 1
+        delivered = [e for e in list(webhook.received) if e["alert"]["id"] == stuck["id"]]
+        for entry in delivered:
+            assert re.fullmatch(ISO_PATTERN, entry["sent_at"])
+            assert re.fullmatch(ISO_PATTERN, entry["alert"]["raised_at"])
+        assert re.fullmatch(ISO_PATTERN, delivered[-1]["alert"]["resolved_at"])
     finally:
         worker.stop()
 
@@ -239,7 +251,8 @@ def test_killed_worker_with_running_task_raises_worker_offline_and_orphaned_aler
     assert api.active("stuck_task", task.id) is None
     workers = {w["hostname"]: w for w in api.get("/workers")["workers"]}
     assert workers[worker.hostname]["status"] == "offline"
-    assert workers[worker.hostname]["offline_since"] is not None
+    assert re.fullmatch(ISO_PATTERN, workers[worker.hostname]["offline_since"])
+    assert re.fullmatch(ISO_PATTERN, offline["details"]["last_heartbeat"])
 
 
 def _known(api: Api, task_id: str) -> bool:

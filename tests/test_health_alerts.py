@@ -37,11 +37,12 @@ def test_a_persisting_condition_raises_one_alert_and_resolves_when_it_ends() -> 
     assert len(book.active_list()) == 1
     alert = book.active_list()[0]
     assert (alert["kind"], alert["subject"], alert["severity"]) == (STUCK_TASK, "a", WARNING)
-    assert alert["since"] == 100.0 and alert["raised_at"] == 1.0
+    assert alert["since"] == "1970-01-01T00:01:40.000Z"
+    assert alert["raised_at"] == "1970-01-01T00:00:01.000Z"
 
     book.update([], kinds=KINDS, now=4.0)
     assert book.active_list() == []
-    assert book.resolved_list()[0]["resolved_at"] == 4.0
+    assert book.resolved_list()[0]["resolved_at"] == "1970-01-01T00:00:04.000Z"
     assert events == [("raised", alert["id"]), ("resolved", alert["id"])]
 
     # The same condition coming back is a new alert with a new id

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery.events.state import State
 
+from flower_ops.core.times import iso_utc
 from flower_ops.monitor.config import AlertThresholds
 from flower_ops.monitor.health.alerts import ORPHANED_TASK, STUCK_TASK, WORKER_OFFLINE, AlertBook
 from flower_ops.monitor.health.rules import HealthRules
@@ -99,7 +100,8 @@ def test_task_far_beyond_its_usual_runtime_is_stuck_below_the_threshold() -> Non
     alert = alerts[(STUCK_TASK, "slow")]
     assert alert["details"]["reason"] == "runtime"
     assert alert["details"]["limit_seconds"] == 2.0  # 10 x p95 0.2 s
-    assert alert["since"] == now - 3
+    assert alert["since"] == iso_utc(now - 3)
+    assert alert["details"]["started"] == iso_utc(now - 5)
     assert "usually takes 0.2s" in alert["message"]
     # One alert for as long as it lasts; its running time is read when shown
     assert [a["id"] for a in health.evaluate(now + 1).values()] == [alert["id"]]

@@ -19,6 +19,7 @@ from celery.events import Event
 from flower.events import EventsState
 
 from flower_ops.core.lifecycle import in_lifecycle_order
+from flower_ops.core.times import iso, iso_utc
 from flower_ops.db.history import PgHistory
 from flower_ops.db.pool import Database
 from flower_ops.monitor.services.tasks import TaskQueryService
@@ -34,8 +35,14 @@ AHEAD_SECONDS = 30.0
 """How far the publisher's clock runs ahead of the worker's."""
 
 
-def steps(history: list[dict[str, Any]]) -> list[tuple[str, float]]:
-    return [(step["state"], round(step["timestamp"], 6)) for step in history]
+def steps(history: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    """(state, time) of each step, the time as the API says it: ISO 8601 UTC
+    with milliseconds (``PgHistory`` itself keeps epoch seconds)."""
+    return [(step["state"], iso(step["timestamp"])) for step in history]
+
+
+def at_iso(expected: list[tuple[str, float]]) -> list[tuple[str, str | None]]:
+    return [(state, iso_utc(ts)) for state, ts in expected]
 
 
 def retried_task_events(uuid_: str, at: float, *, ahead: float) -> list[dict[str, Any]]:
@@ -120,9 +127,10 @@ def test_memory_history_starts_with_pending_when_the_publishers_clock_is_ahead(
     detail = asyncio.run(service.get("ahead"))
 
     assert detail["source"] == "memory" and detail["state"] == "SUCCESS"
-    assert steps(detail["history"]) == [("PENDING", T0 + AHEAD_SECONDS), ("RECEIVED", T0 + 0.1),
-                                        ("STARTED", T0 + 0.2), ("SUCCESS", T0 + 0.7)]
-    assert detail["sent"] == T0 + AHEAD_SECONDS      # the time it was reported
+    assert steps(detail["history"]) == at_iso([
+        ("PENDING", T0 + AHEAD_SECONDS), ("RECEIVED", T0 + 0.1),
+        ("STARTED", T0 + 0.2), ("SUCCESS", T0 + 0.7)])
+    assert detail["sent"] == iso_utc(T0 + AHEAD_SECONDS)      # the time it was reported
 
 
 def test_memory_history_of_a_retried_task_keeps_each_latest_step_in_attempt_order() -> None:
@@ -133,9 +141,9 @@ def test_memory_history_of_a_retried_task_keeps_each_latest_step_in_attempt_orde
     detail = asyncio.run(service.get("again"))
 
     # Flower keeps the latest time of each step: the second attempt's
-    assert steps(detail["history"]) == [("PENDING", T0 + 0.5), ("RETRY", T0 + 0.55),
-                                        ("RECEIVED", T0 + 0.8), ("STARTED", T0 + 0.9),
-                                        ("SUCCESS", T0 + 1.0)]
+    assert steps(detail["history"]) == at_iso([
+        ("PENDING", T0 + 0.5), ("RETRY", T0 + 0.55), ("RECEIVED", T0 + 0.8),
+        ("STARTED", T0 + 0.9), ("SUCCESS", T0 + 1.0)])
 
 
 # -- PostgreSQL -------------------------------------------------------------------------
@@ -180,14 +188,15 @@ def test_database_history_is_in_lifecycle_order_whatever_the_clocks(
 
     ahead = history.get_task("ahead")
     assert ahead is not None
-    assert steps(ahead["history"]) == [("PENDING", at + AHEAD_SECONDS), ("RECEIVED", at + 0.1),
-                                       ("STARTED", at + 0.2), ("SUCCESS", at + 0.7)]
+    assert steps(ahead["history"]) == at_iso([
+        ("PENDING", at + AHEAD_SECONDS), ("RECEIVED", at + 0.1),
+        ("STARTED", at + 0.2), ("SUCCESS", at + 0.7)])
     again = history.get_task("again")
     assert again is not None
-    assert steps(again["history"]) == [
+    assert steps(again["history"]) == at_iso([
         ("PENDING", at + AHEAD_SECONDS), ("RECEIVED", at + 0.1), ("STARTED", at + 0.2),
         ("RETRY", at + 0.55), ("PENDING", at + 0.5), ("RECEIVED", at + 0.8),
-        ("STARTED", at + 0.9), ("SUCCESS", at + 1.0)]
+        ("STARTED", at + 0.9), ("SUCCESS", at + 1.0)])
     assert again["history"][3]["error"] == "again"       # each step keeps its detail
 
 
@@ -207,8 +216,9 @@ def test_merged_history_adds_what_only_memory_knows_in_lifecycle_order(
     detail = asyncio.run(service.get("merged"))
 
     assert detail["source"] == "memory+db"
-    assert steps(detail["history"]) == [("PENDING", at + AHEAD_SECONDS), ("RECEIVED", at + 0.1),
-                                        ("STARTED", at + 0.2), ("SUCCESS", at + 0.7)]
+    assert steps(detail["history"]) == at_iso([
+        ("PENDING", at + AHEAD_SECONDS), ("RECEIVED", at + 0.1),
+        ("STARTED", at + 0.2), ("SUCCESS", at + 0.7)])
     assert detail["history"][0].get("retries") == 0       # the database's step, not a copy
 
 
@@ -250,7 +260,7 @@ def test_every_view_reads_lifecycle_order_when_the_publishers_clock_is_ahead(
     expected = [("PENDING", at + AHEAD_SECONDS), ("RECEIVED", at + 0.1), ("STARTED", at + 0.2),
                 ("RETRY", at + 0.55), ("PENDING", at + 0.5), ("RECEIVED", at + 0.8),
                 ("STARTED", at + 0.9), ("SUCCESS", at + 1.0)]
-    expected = [(state, round(ts, 6)) for state, ts in expected]
+    expected = at_iso(expected)
 
     def written() -> int:
         with psycopg.connect(database_url) as conn:

@@ -15,6 +15,7 @@ import pytest
 import websocket
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from flower_ops.core.times import parse_instant
 from flower_ops.monitor.services.workers import pool_name
 from testing.processes import DEFAULT_BASIC_AUTH, CeleryWorker
 from testing.services import RedisService
@@ -67,10 +68,12 @@ def time_to_describe(stack: Stack, worker: CeleryWorker, *, online_after: float 
             raise AssertionError(f"worker exited:\n{worker.output()[-3000:]}")
         entry = workers_by_name(stack).get(worker.hostname)
         now = time.time()
-        if (entry and entry["status"] == "online"
-                and (entry["last_heartbeat"] or 0) > online_after):
+        # last_heartbeat is ISO 8601 UTC (milliseconds) like every time of the API
+        heartbeat = parse_instant(entry["last_heartbeat"]) \
+            if entry and entry["last_heartbeat"] else 0.0
+        if entry and entry["status"] == "online" and heartbeat > online_after:
             if came_online is None:
-                came_online = min(now, entry["last_heartbeat"])
+                came_online = min(now, heartbeat)
             if entry["pool"]["implementation"] and entry["max_concurrency"] and entry["queues"]:
                 return now - came_online, entry
         time.sleep(0.05)

@@ -77,15 +77,25 @@
     try { return JSON.stringify(value, null, 2); } catch (e) { return String(value); }
   }
 
-  function fmtTime(ts) {
-    if (!ts) { return "—"; }
-    var d = new Date(ts * 1000);
+  // Instants arrive as ISO 8601 in UTC with milliseconds ("2026-11-30T12:54:08.123Z");
+  // milliseconds since the epoch, or null when absent or unreadable.
+  function instantMs(value) {
+    if (value === null || value === undefined || value === "") { return null; }
+    var ms = typeof value === "number" ? value * 1000 : Date.parse(value);
+    return isFinite(ms) ? ms : null;
+  }
+
+  function fmtTime(value) {
+    var ms = instantMs(value);
+    if (ms === null) { return "—"; }
+    var d = new Date(ms);
     return d.toLocaleTimeString() + "." + String(d.getMilliseconds()).padStart(3, "0");
   }
 
-  function fmtDateTime(ts) {
-    if (!ts) { return "—"; }
-    return new Date(ts * 1000).toLocaleString();
+  function fmtDateTime(value) {
+    var ms = instantMs(value);
+    if (ms === null) { return "—"; }
+    return new Date(ms).toLocaleString();
   }
 
   function fmtNumber(n) {
@@ -108,8 +118,13 @@
     return (s / 60).toFixed(1) + " min";
   }
 
+  // A task's first known instant (ISO string), and it in ms for sorting
   function taskTime(t) {
-    return t.sent || t.received || t.started || t.timestamp || 0;
+    return t.sent || t.received || t.started || t.timestamp || null;
+  }
+
+  function taskMs(t) {
+    return instantMs(taskTime(t)) || 0;
   }
 
   // -- notices -----------------------------------------------------------------
@@ -294,7 +309,7 @@
 
   function renderTasks() {
     var ordered = Array.from(state.tasks.values()).sort(function (a, b) {
-      return taskTime(b) - taskTime(a);
+      return taskMs(b) - taskMs(a);
     });
     if (ordered.length > MAX_ROWS) {
       ordered.slice(MAX_ROWS).forEach(function (t) { state.tasks.delete(t.id); });
@@ -538,7 +553,7 @@
     var qt = stats.queues || {};
     setText("fo-stat-queued", fmtNumber(qt.messages) + " / " + fmtNumber(qt.unacked));
 
-    var perMinute = (stats.throughput_per_minute || {})["1m"];
+    var perMinute = (stats.throughput || {})["1m"];
     if (perMinute !== undefined) {
       push(state.throughput, perMinute);
       setText("fo-throughput-now", fmtNumber(perMinute));

@@ -31,6 +31,7 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
+from flower_ops.core.times import iso_utc, with_times
 from flower_ops.monitor.health.bus import AlertBus
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ CRITICAL = "critical"
 SEVERITIES = (WARNING, CRITICAL)
 
 AlertKey = tuple[str, str]
+
+# Instants among the rules' details (epoch seconds inside, ISO 8601 out);
+# every ``*_seconds`` detail is a duration, rounded to the millisecond
+DETAIL_INSTANTS = ("started", "last_heartbeat")
 
 
 def duration(seconds: float) -> str:
@@ -121,13 +126,14 @@ class Alert:
                 time.time() if now is None else now)
             message = self.elapsed.message(at)
             if self.elapsed.detail is not None:
-                details[self.elapsed.detail] = round(at - self.elapsed.since, 3)
+                details[self.elapsed.detail] = at - self.elapsed.since
         return {
             "id": self.id, "kind": self.kind, "subject": self.subject,
-            "severity": self.severity, "since": self.since, "message": message,
-            "raised_at": self.raised_at, "resolved_at": self.resolved_at,
+            "severity": self.severity, "since": iso_utc(self.since), "message": message,
+            "raised_at": iso_utc(self.raised_at), "resolved_at": iso_utc(self.resolved_at),
             "status": "resolved" if self.resolved_at is not None else "active",
-            "details": details,
+            "details": with_times(details, instants=DETAIL_INSTANTS,
+                                  durations=[k for k in details if k.endswith("_seconds")]),
         }
 
 

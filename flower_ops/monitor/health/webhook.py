@@ -19,6 +19,8 @@ from tornado import gen
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.locks import Event
 
+from flower_ops.core.times import now_iso
+
 logger = logging.getLogger(__name__)
 
 WEBHOOK_EVENTS = ("raised", "resolved")
@@ -71,7 +73,7 @@ class WebhookNotifier:
         for attempt in range(1, self.max_attempts + 1):
             if self._stopped:
                 return
-            item["sent_at"] = time.time()
+            item["sent_at"] = now_iso()
             item["attempt"] = attempt
             request = HTTPRequest(self.url, method="POST", body=json.dumps(item, default=str),
                                   headers={"Content-Type": "application/json",

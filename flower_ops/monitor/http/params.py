@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 
 from flower_ops.core.errors import InvalidQuery
 from flower_ops.core.lifecycle import TASK_STATES
 from flower_ops.core.query import TaskQuery
+from flower_ops.core.times import parse_time_value
 
 MAX_LIMIT = 1000
 # Flower's spellings of the two orders
@@ -58,20 +58,16 @@ def parse_choice(raw: str | None, name: str, choices: tuple[str, ...],
 
 
 def parse_time(name: str, value: str | None) -> float | None:
+    """An instant: ISO 8601 (without an offset it is UTC) or epoch seconds
+    (``core.times.parse_time_value``); absent or empty is None."""
     if value is None or value == "":
         return None
     try:
-        number = float(value)
+        return parse_time_value(value)
     except ValueError:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidQuery(f"{name} must be epoch seconds or an ISO 8601 time",
-                               {"parameter": name, "value": value[:64]}) from None
-        return parsed.timestamp()
-    if number != number or not (0 <= number < 1e11):
-        raise InvalidQuery(f"{name} is out of range", {"parameter": name})
-    return number
+        raise InvalidQuery(f"{name} must be an ISO 8601 time (UTC without an offset, "
+                           "e.g. 2026-11-30T12:54:08.123Z) or epoch seconds",
+                           {"parameter": name, "value": value[:64]}) from None
 
 
 # what parse_task_query reads (``sort`` is an alias of ``order``)

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 from flower.utils.authentication import authenticate
 
 from flower_ops.core.errors import Forbidden, InvalidQuery, Unauthorized
+from flower_ops.core.times import iso_utc
 from flower_ops.monitor.auth import TokenAuthority
 from flower_ops.monitor.http.base import JsonHandler
 
@@ -53,7 +54,7 @@ class TokenHandler(JsonHandler):
             ttl_seconds=self.policy.ttl_seconds)
         self.write_json({
             "access_token": token, "token_type": "Bearer",
-            "expires_in": self.policy.ttl_seconds, "expires_at": expires_at,
+            "expires_in": self.policy.ttl_seconds, "expires_at": iso_utc(expires_at),
             "scope": " ".join(sorted(scopes)), "subject": subject,
         })
 

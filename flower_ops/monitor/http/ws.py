@@ -21,6 +21,7 @@ import tornado.websocket
 from tornado.ioloop import IOLoop
 
 from flower_ops.core.errors import FlowerOpsError, Forbidden, InvalidQuery
+from flower_ops.core.times import iso_utc, now_iso
 from flower_ops.monitor.auth import Principal, RequestAuth, bearer_token
 from flower_ops.monitor.config import READ_SCOPE
 from flower_ops.monitor.http import openapi
@@ -186,7 +187,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
             elif kind == "resume":
                 self._on_resume(body)
             elif kind == "ping":
-                self.feed.send(sub, {"type": "pong", "time": time.time()})
+                self.feed.send(sub, {"type": "pong", "time": now_iso()})
             else:
                 self._error(f"unknown message type {kind[:40]!r}")
         except InvalidQuery as exc:
@@ -227,7 +228,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
             self.principal = principal
             self._schedule_expiry(principal)
             self.feed.send(self.subscriber, {"type": "auth_ok", "expires_at":
-                                             principal.expires_at})
+                                             iso_utc(principal.expires_at)})
             return
         if filters is not None and limit is not None:
             self.subscriber.filters = filters
@@ -294,9 +295,12 @@ def part(*, auth: RequestAuth, feed: LiveFeed, allowed_origins: tuple[str, ...])
     return HttpPart(routes=[(f"{PATH}/?", LiveFeedHandler, kwargs)], openapi_paths={"/ws": {
         "get": {
             "summary": "Live feed (WebSocket upgrade); see docs/live-feed.md",
+            "operationId": "openLiveFeed",
             "description": "Authenticate with an Authorization: Bearer header or a first "
                            "message {\"type\": \"auth\", \"token\": ...} within 5 s. Needs "
-                           "monitoring:read. Never pass the token in the URL.",
+                           "monitoring:read. Never pass the token in the URL. A GET without "
+                           "Upgrade: websocket is a 400; a cross-origin upgrade not allowed "
+                           "by FLOWER_OPS_WS_ALLOWED_ORIGINS a 403.",
             "parameters": [{"name": "resume", "in": "query", "required": False,
                             "schema": {"type": "integer"},
                             "description": "last seq received, to replay what was missed"}],

@@ -34,6 +34,7 @@ from typing import Any
 
 from tornado.ioloop import IOLoop, PeriodicCallback
 
+from flower_ops.core.times import now_iso
 from flower_ops.monitor.live.filters import Filters, wants
 from flower_ops.monitor.live.protocol import CLOSE_GOING_AWAY, encode
 from flower_ops.monitor.live.snapshots import Snapshots, task_time
@@ -63,7 +64,7 @@ class FeedSettings:
 @dataclass
 class _Delta:
     seq: int
-    time: float
+    time: str           # ISO 8601 UTC (core/times.py)
     tasks: list[dict[str, Any]]
     removed: list[str]
     prev_states: dict[str, str | None]
@@ -182,7 +183,7 @@ class LiveFeed:
             return
         for event, alert in alerts.values():
             seq = self.next_seq()
-            message = encode({"type": "alert", "seq": seq, "time": time.time(),
+            message = encode({"type": "alert", "seq": seq, "time": now_iso(),
                               "event": event, "alert": alert}).encode()
             for sub in list(self.subscribers):
                 sub.send(message, seq)
@@ -236,7 +237,7 @@ class LiveFeed:
             return
         tasks.sort(key=task_time)
         self.snapshots.forget_tasks()
-        delta = _Delta(seq=self.next_seq(), time=time.time(), tasks=tasks, removed=removed,
+        delta = _Delta(seq=self.next_seq(), time=now_iso(), tasks=tasks, removed=removed,
                        prev_states={t["id"]: prev_states[t["id"]] for t in tasks
                                     if t["id"] in prev_states})
         self._remember(delta)

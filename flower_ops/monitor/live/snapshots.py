@@ -3,12 +3,12 @@ task lists per filter, each built once and shared by every client that wants
 it at about the same moment. IOLoop thread only."""
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from tornado.ioloop import IOLoop
 
 from flower_ops.core.errors import Unavailable
+from flower_ops.core.times import now_iso
 from flower_ops.monitor.live.filters import Filters
 from flower_ops.monitor.live.protocol import encode
 from flower_ops.monitor.services.queues import QueueService
@@ -77,12 +77,14 @@ class Snapshots:
     @staticmethod
     def message(seq: int, parts_json: str, tasks_json: str, filters: Filters,
                 resync: bool = False) -> bytes:
-        head = encode({"type": "snapshot", "seq": seq, "time": time.time(),
+        head = encode({"type": "snapshot", "seq": seq, "time": now_iso(),
                        "filters": filters.as_json(), "resync": resync})
         # Shared pieces are encoded once, then spliced in.
         return f"{head[:-1]},{tasks_json[1:-1]},{parts_json[1:]}".encode()
 
 
-def task_time(task: dict[str, Any]) -> float:
-    return float(task.get("sent") or task.get("received") or task.get("started")
-                 or task.get("timestamp") or 0.0)
+def task_time(task: dict[str, Any]) -> str:
+    """A presented task's first known instant: ISO 8601 UTC strings of one
+    width (``core/times.py``), so they sort as the instants do."""
+    return str(task.get("sent") or task.get("received") or task.get("started")
+               or task.get("timestamp") or "")

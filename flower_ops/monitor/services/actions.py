@@ -29,6 +29,7 @@ from flower_ops.core.errors import Conflict, NotConfigured, NotFound, Unavailabl
 from flower_ops.core.lifecycle import CANCELLABLE, RETRYABLE
 from flower_ops.core.outcomes import NOT_FOUND, REJECTED, RETRIED, UNAVAILABLE
 from flower_ops.core.query import TaskQuery
+from flower_ops.core.times import with_times
 from flower_ops.db.actions import ActionStore, AuditRecord
 from flower_ops.monitor.services.action_lookup import Decision, TaskLookup, TaskSnapshot
 from flower_ops.monitor.services.audit import AuditTrail
@@ -89,7 +90,8 @@ class TaskActionService:
             self.store.audit_entries, task_id=task_id, subject=subject, action=action,
             before_id=before_id, limit=limit))
         next_cursor = str(entries[-1]["id"]) if len(entries) == limit else None
-        return {"entries": entries, "next": next_cursor}
+        return {"entries": [with_times(e, instants=("timestamp",)) for e in entries],
+                "next": next_cursor}
 
     async def select(self, action: str, query: TaskQuery, *, list_tasks: Callable[
             [TaskQuery], Awaitable[Any]], limit: int) -> tuple[list[str], str | None]:

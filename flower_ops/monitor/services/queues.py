@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from flower_ops.core.errors import Unavailable
+from flower_ops.core.times import iso_utc, seconds
 from flower_ops.monitor.sources.flower_state import task_queue
 from flower_ops.monitor.sources.queue_depths import BrokerSnapshot, QueueSource
 
@@ -109,9 +110,9 @@ class QueueService:
         self._depth_history.append(
             (snapshot.taken_at, {n: q.messages for n, q in snapshot.queues.items()}))
 
-    def growth(self, name: str, seconds: float, now: float) -> int | None:
-        """Change in ready messages of ``name`` over about the last ``seconds``."""
-        since = now - seconds
+    def growth(self, name: str, window: float, now: float) -> int | None:
+        """Change in ready messages of ``name`` over about the last ``window`` seconds."""
+        since = now - window
         history = [h for h in self._depth_history if h[0] >= since]
         if len(history) < 2:
             return None
@@ -169,7 +170,7 @@ class QueueService:
                               else consumers.get(name, 0)),
                 "rate_in": rate_in,
                 "rate_out": rate_out,
-                "oldest_message_age_seconds": depth.oldest_message_age_seconds,
+                "oldest_message_age_seconds": seconds(depth.oldest_message_age_seconds),
                 "by_priority": depth.by_priority,
                 # of the ready messages, those whose task is already revoked
                 "revoked": self._revoked_counts.get(name, 0),
@@ -180,7 +181,8 @@ class QueueService:
                 "transport": snapshot.transport, "supported": True, "source": snapshot.source,
                 "detail": snapshot.detail,
                 "unacked_total": snapshot.unacked_total,
-                "refreshed_at": snapshot.taken_at, "age_seconds": round(now - snapshot.taken_at, 3),
+                "refreshed_at": iso_utc(snapshot.taken_at),
+                "age_seconds": seconds(now - snapshot.taken_at),
                 "error": self.last_error,
             },
         }

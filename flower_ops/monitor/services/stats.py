@@ -12,10 +12,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flower_ops.core.lifecycle import TASK_STATES
+from flower_ops.core.times import now_iso, with_times
 from flower_ops.monitor.sources.task_index import TaskIndex
 
 WINDOW_SECONDS = 900
 RUNTIME_SAMPLES = 1000
+PERCENTILES = ("p50", "p95", "p99")
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -88,11 +90,14 @@ class ThroughputTracker:
             "completed_15m": {"success": ok15, "failure": failed15},
         }
 
-    def runtimes(self) -> dict[str, dict[str, float | int]]:
+    def runtimes(self) -> dict[str, dict[str, Any]]:
+        """Runtime percentiles per task name, as ``/stats`` says them (seconds
+        rounded to the millisecond)."""
         out = {}
         for name in sorted(self._runtimes):
             cached = self._percentiles.get(name)
-            out[name] = dict(cached if cached is not None else self.runtimes_of(name))
+            out[name] = with_times(cached if cached is not None else self.runtimes_of(name),
+                                   durations=PERCENTILES)
         return out
 
     def typical_runtime(self, name: str) -> tuple[float, int] | None:
@@ -150,5 +155,5 @@ class StatsService:
             "queues": self._queues(),
             **(alerts if isinstance(alerts, Mapping) else {"alerts": alerts}),
             "capabilities": self._capabilities(),
-            "generated_at": time.time(),
+            "generated_at": now_iso(),
         }

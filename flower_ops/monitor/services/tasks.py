@@ -17,6 +17,7 @@ from flower_ops.core.lifecycle import (
 )
 from flower_ops.core.payload import decode_args
 from flower_ops.core.query import TaskPage, TaskQuery
+from flower_ops.core.times import with_times
 from flower_ops.monitor.services.search import SearchTexts
 from flower_ops.monitor.sources.flower_state import task_arguments, task_queue, task_worker
 from flower_ops.monitor.sources.task_index import TaskIndex
@@ -30,6 +31,26 @@ DB_CURSOR = "d"
 
 _OUTCOME_FIELDS = ("state", "result", "exception", "traceback", "runtime", "succeeded",
                    "failed", "revoked", "retries")
+
+
+# A task's instants and durations, as the API and the feed say them
+TASK_INSTANTS = (*TIMESTAMP_FIELDS, "timestamp", "eta", "expires", "rejected", "updated")
+TASK_DURATIONS = ("runtime",)
+
+
+def present_task(task: dict[str, Any]) -> dict[str, Any]:
+    """A task dict (epoch floats inside) as it leaves: instants ISO 8601 UTC,
+    durations rounded seconds (``core/times.py``), its history's too."""
+    out = with_times(task, instants=TASK_INSTANTS, durations=TASK_DURATIONS)
+    if out.get("history"):
+        out["history"] = [with_times(step, instants=("timestamp",), durations=("runtime",))
+                          for step in out["history"]]
+    return out
+
+
+def present_page(page: TaskPage) -> TaskPage:
+    return TaskPage(tasks=[present_task(t) for t in page.tasks], total=page.total,
+                    next=page.next, source=page.source, extra=page.extra)
 
 
 def _decoded(value: Any) -> Any:
@@ -132,7 +153,8 @@ SUMMARY_CACHE_SIZE = 20_000
 
 
 class SummaryCache:
-    """Serialized task summaries, dropped when the index reports a change.
+    """Task summaries as they leave (``present_task``), dropped when the
+    index reports a change.
 
     Parsing args, kwargs and results is most of a listing's cost; pages are
     read far more often than tasks change, so each summary is built once.
@@ -154,7 +176,7 @@ class SummaryCache:
     def get(self, uuid: str, task: Any) -> dict[str, Any]:
         summary = self._entries.get(uuid)
         if summary is None:
-            summary = task_summary(task)
+            summary = present_task(task_summary(task))
             self._entries[uuid] = summary
             if len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
@@ -204,7 +226,7 @@ class TaskQueryService:
             return self.list_memory(query)
         history = self._require_history()
         scoped = TaskQuery(**{**query.__dict__, "cursor": raw})
-        page: TaskPage = await self._run_blocking(history.list_tasks, scoped)
+        page: TaskPage = present_page(await self._run_blocking(history.list_tasks, scoped))
         return TaskPage(tasks=page.tasks, total=page.total,
                         next=encode_cursor(DB_CURSOR, page.next), source="db")
 
@@ -224,7 +246,7 @@ class TaskQueryService:
             raise NotFound(f"unknown task {task_id}", {"task_id": task_id})
         if task is None:
             assert stored is not None
-            return _one_outcome(stored)
+            return present_task(_one_outcome(stored))
         detail = task_detail(task)
         if stored is not None:
             detail["history"] = merged_history(stored.get("history") or [],
@@ -241,7 +263,7 @@ class TaskQueryService:
                     if key in stored:
                         detail[key] = stored[key]
             detail["source"] = "memory+db"
-        return _one_outcome(detail)
+        return present_task(_one_outcome(detail))
 
     def _require_history(self) -> PgHistory:
         if self.history is None:

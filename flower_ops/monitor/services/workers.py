@@ -26,6 +26,7 @@ from typing import Any
 
 from celery.concurrency import ALIASES as POOL_ALIASES
 
+from flower_ops.core.times import iso, seconds
 from flower_ops.monitor.services.worker_arrivals import WorkerArrivals
 
 # A probe reply older than this is not used for live counts
@@ -173,7 +174,7 @@ class WorkerService:
         if memory:
             memory_info = {"rss_bytes": memory.get("rss_bytes"), "kind": "rss",
                            "processes": memory.get("processes"),
-                           "measured_at": memory.get("timestamp")}
+                           "measured_at": iso(memory.get("timestamp"))}
         else:
             maxrss_kb = (stats.get("rusage") or {}).get("maxrss")
             memory_info = {"rss_bytes": int(maxrss_kb) * 1024 if maxrss_kb else None,
@@ -204,14 +205,14 @@ class WorkerService:
             "max_concurrency": max_concurrency,
             "queues": sorted(q.get("name") for q in info.get("active_queues") or ()
                              if q.get("name")),
-            "last_heartbeat": last_heartbeat,
-            "offline_since": (round(worker.heartbeat_expires, 3)
+            "last_heartbeat": iso(last_heartbeat),
+            "offline_since": (iso(worker.heartbeat_expires)
                               if worker is not None and not alive and heartbeats else None),
-            "heartbeat_age_seconds": round(now - last_heartbeat, 3) if last_heartbeat else None,
+            "heartbeat_age_seconds": seconds(now - last_heartbeat) if last_heartbeat else None,
             "software": {"identity": getattr(worker, "sw_ident", None),
                          "version": getattr(worker, "sw_ver", None)} if worker else None,
-            "inspected_at": inspected_at,
-            "inspect_age_seconds": round(now - inspected_at, 3) if inspected_at else None,
+            "inspected_at": iso(inspected_at),
+            "inspect_age_seconds": seconds(now - inspected_at) if inspected_at else None,
         }
 
     def list(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.utils.time import utcoffset
 from flower.events import EventsState
 
 from flower_ops.core.payload import (
@@ -19,6 +20,7 @@ from flower_ops.core.payload import (
     is_exact_text,
     stock_event,
 )
+from flower_ops.core.times import sender_timestamp
 
 HEAP_TRIM_FRACTION = 64
 
@@ -41,6 +43,8 @@ class IndexedEventsState(EventsState):
     _flower_ops_listeners: list[ChangeListener]
 
     def event(self, event: dict[str, Any]) -> Any:
+        if "utcoffset" in event and "local_received" in event:
+            event = epoch_timestamp(event)
         uuid = event.get("uuid")
         if uuid is None:
             return super().event(event)
@@ -71,6 +75,15 @@ class IndexedEventsState(EventsState):
         # Persist as Flower's own class: a saved state must load without us.
         reduced = super().__reduce__()
         return (EventsState, *reduced[1:])
+
+
+def epoch_timestamp(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with the ``timestamp`` its sender stamped (epoch seconds),
+    undoing the shift Flower's ``EventReceiver`` applied (``times.sender_timestamp``)."""
+    timestamp = sender_timestamp(event, utcoffset())
+    if timestamp is None or timestamp == event.get("timestamp"):
+        return event
+    return {**event, "timestamp": timestamp}
 
 
 def attach(state: EventsState) -> IndexedEventsState:
