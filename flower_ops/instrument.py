@@ -12,6 +12,8 @@ One call turns on what the monitor needs:
   ``result_extended``, the result backend keep the exact values a retry
   needs. The cost is one JSON encoding per publish of data Celery serializes
   anyway;
+* the trace id of the message's W3C trace context (``traceparent``, when a
+  tracing setup propagates one), in a field of the ``task-sent`` event;
 * a publish timestamp header (and the AMQP ``timestamp`` property), so the age
   of the oldest queued message can be read from the broker;
 * a ``flower_ops_stats`` inspect command in workers that reports the current
@@ -28,6 +30,7 @@ from celery import Celery, signals
 from celery.app.amqp import AMQP
 
 from flower_ops.core.payload import exact_fields, is_exact_text
+from flower_ops.core.trace import TRACE_ID_FIELD, TRACEPARENT_HEADER, trace_id_of
 
 PUBLISHED_AT_HEADER = "flower_ops_published_at"
 _INSTRUMENTED_ATTR = "_flower_ops_instrumented"
@@ -52,11 +55,37 @@ class ExactArgsAMQP(AMQP):
         message = super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
         if wanted and message.sent_event is not None:
             message.sent_event.update(exact_fields(args, kwargs) or {})
+        if message.sent_event is not None:
+            message = message._replace(
+                sent_event=_SentEvent(message.sent_event, message.headers))
         now = time.time()
         message.headers[PUBLISHED_AT_HEADER] = now
         # RabbitMQ's management API reports the head message's timestamp
         message.properties.setdefault("timestamp", int(now))
         return message
+
+
+class _SentEvent(dict[str, Any]):
+    """The fields of a ``task-sent`` event, with the message's trace id.
+
+    Tracing (e.g. ``opentelemetry-instrumentation-celery``) injects the W3C
+    ``traceparent`` into the message headers in ``before_task_publish``,
+    after this message was built; Celery completes the event's fields with
+    ``update()`` just before it sends the event, after that signal. So that
+    is where the trace id is read. The event sent is a plain dict copy.
+    """
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, fields: dict[str, Any], headers: dict[str, Any]) -> None:
+        super().__init__(fields)
+        self._headers = headers
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        trace_id = trace_id_of(self._headers.get(TRACEPARENT_HEADER))
+        if trace_id is not None:
+            self[TRACE_ID_FIELD] = trace_id
 
 
 def instrument(app: Celery, *, exact_args: bool = True) -> Celery:

@@ -22,6 +22,7 @@ from flower_ops.core.payload import (
     arguments,
     decode_args,
 )
+from flower_ops.core.trace import TRACE_ID_FIELD, clean_trace_id
 from flower_ops.core.transitions import Transition
 
 
@@ -80,6 +81,7 @@ def transition_from_event(event: dict[str, Any]) -> Transition | None:
         fields["queue"] = event.get("queue")
         fields["routing_key"] = event.get("routing_key")
         fields["exchange"] = event.get("exchange") or None
+        fields["trace_id"] = clean_trace_id(event.get(TRACE_ID_FIELD))
     else:
         fields["worker"] = event.get("hostname")
     if kind in ("task-sent", "task-received"):

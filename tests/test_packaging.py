@@ -24,7 +24,8 @@ NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-inf
                                     ".flower-ops-demo", "results")
 PACKAGE_DATA = ("flower_ops/static/monitoring.js", "flower_ops/static/monitoring.css",
                 "flower_ops/templates/monitoring.html",
-                "flower_ops/db/migrations/0001_execution_history.sql")
+                "flower_ops/db/migrations/0001_execution_history.sql",
+                "flower_ops/db/migrations/0002_trace_id.sql")
 TINY_APP = 'from celery import Celery\n\napp = Celery("tinyapp", broker="memory://")\n'
 
 

@@ -38,7 +38,7 @@ class Transition:
 
 # Descriptive fields: the first known value sticks.
 STICKY_FIELDS = ("task_name", "queue", "routing_key", "exchange", "parent_id", "root_id",
-                 "eta", "expires")
+                 "eta", "expires", "trace_id")
 # Outcome fields: they belong to the status that carried them.
 OUTCOME_FIELDS = ("result", "error", "traceback", "runtime")
 
@@ -68,6 +68,7 @@ class TaskDelta:
     eta: float | None = None
     expires: float | None = None
     runtime: float | None = None
+    trace_id: str | None = None
     times: dict[str, float] = field(default_factory=dict)
     reconciled_at: float | None = None
 

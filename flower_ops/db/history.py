@@ -97,6 +97,7 @@ class PgHistory:
         if not rows:
             return None
         task = task_from_row(rows[0])
+        task["trace_id"] = rows[0]["trace_id"]
         history = self._query(
             "SELECT state, extract(epoch FROM occurred_at)::float8 AS ts, worker, source, "
             f"detail FROM {HISTORY} WHERE execution_id = %s "

@@ -167,7 +167,8 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
         # revoked messages stay queued where they cannot be taken out (RabbitMQ)
         revoked_waiting=(None if hasattr(queue_source, "remove_messages")
                          else flower_tasks.revoked_waiting))
-    tasks = TaskQueryService(index=index, history=history, run_blocking=blocking)
+    tasks = TaskQueryService(index=index, history=history, run_blocking=blocking,
+                             trace_url=config.trace_url)
 
     # Health: the alert bus first, so its subscribers and publisher can come in any order
     alerts = AlertBus()

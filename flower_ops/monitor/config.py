@@ -78,6 +78,7 @@ class MonitorConfig:
     max_request_bytes: int = 10 * 1024 * 1024
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     alert_webhook_url: str | None = None
+    trace_url: str | None = None        # a link template with {trace_id}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MonitorConfig:
@@ -131,6 +132,7 @@ class MonitorConfig:
                                                  minimum=0.0),
             ),
             alert_webhook_url=env.url("FLOWER_OPS_ALERT_WEBHOOK_URL", schemes=("http", "https")),
+            trace_url=_trace_url(env),
         )
 
 
@@ -211,3 +213,12 @@ def _check_public_key(name: str, pem: str) -> None:
         load_pem_public_key(pem.encode())
     except ValueError as exc:
         raise ConfigError(name, f"not a valid PEM public key ({exc})") from None
+
+
+def _trace_url(env: EnvReader) -> str | None:
+    """``FLOWER_OPS_TRACE_URL``: where a task's trace is shown, with ``{trace_id}``."""
+    url = env.url("FLOWER_OPS_TRACE_URL", schemes=("http", "https"))
+    if url is not None and "{trace_id}" not in url:
+        raise ConfigError("FLOWER_OPS_TRACE_URL", "expected a URL template containing "
+                          "{trace_id}, e.g. https://tracing.example/trace/{trace_id}")
+    return url

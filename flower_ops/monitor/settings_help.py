@@ -74,6 +74,8 @@ MONITOR_SETTINGS: tuple[Setting, ...] = (
     Setting("FLOWER_OPS_WORKER_OFFLINE_SECONDS", "0",
             "grace period before an offline worker raises an alert"),
     Setting("FLOWER_OPS_ALERT_WEBHOOK_URL", "unset", "http/https URL that receives alerts as JSON"),
+    Setting("FLOWER_OPS_TRACE_URL", "unset",
+            "link to a task's trace, with {trace_id} (e.g. https://tracing.example/trace/{trace_id})"),
 )
 
 DOCS = (

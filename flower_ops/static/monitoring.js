@@ -473,7 +473,8 @@
         body.appendChild(section("Children", task.children.join("\n")));
       }
       var known = new Set(DETAIL_FIELDS.concat(TIME_FIELDS, ["args", "kwargs", "result",
-        "exception", "traceback", "history", "children", "args_exact", "timestamp"]));
+        "exception", "traceback", "history", "children", "args_exact", "timestamp",
+        "trace_id", "trace_url"]));
       var extra = {};
       Object.keys(task).forEach(function (key) { if (!known.has(key)) { extra[key] = task[key]; } });
       if (Object.keys(extra).length) { body.appendChild(section("More", pretty(extra))); }
@@ -495,8 +496,26 @@
     TIME_FIELDS.forEach(function (key) {
       if (task[key]) { tbody.appendChild(kvRow(key, fmtDateTime(task[key]))); }
     });
+    if (task.trace_id) { tbody.appendChild(traceRow(task)); }
     table.appendChild(tbody);
     return table;
+  }
+
+  // The trace id, linked to FLOWER_OPS_TRACE_URL's page when configured
+  function traceRow(task) {
+    var row = kvRow("trace", "");
+    var cell = row.querySelector("td");
+    if (task.trace_url && /^https?:\/\//i.test(task.trace_url)) {
+      var link = el("a", null, String(task.trace_id));
+      link.href = task.trace_url;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      link.setAttribute("data-testid", "fo-trace-link");
+      cell.appendChild(link);
+    } else {
+      cell.textContent = String(task.trace_id);
+    }
+    return row;
   }
 
   function kvRow(key, value) {

@@ -6,39 +6,15 @@ from typing import Any
 
 from flower_ops.core.errors import InvalidQuery
 from flower_ops.monitor.auth import RequestAuth
-from flower_ops.monitor.health.alerts import KINDS, SEVERITIES
+from flower_ops.monitor.health.alerts import KINDS
 from flower_ops.monitor.health.monitor import HealthMonitor
 from flower_ops.monitor.http.base import API_BASE, ApiHandler, HttpPart
 from flower_ops.monitor.http.openapi import errors, ok
 from flower_ops.monitor.http.params import parse_int
+from flower_ops.monitor.http.schemas import ref
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 5000
-
-ALERT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "kind", "subject", "severity", "since", "message"],
-    "properties": {
-        "id": {"type": "string"},
-        "kind": {"type": "string", "enum": list(KINDS)},
-        "subject": {"type": "string",
-                    "description": "task id, worker hostname or queue name"},
-        "severity": {"type": "string", "enum": list(SEVERITIES)},
-        "since": {"type": "number", "description": "when the condition began (epoch s)"},
-        "message": {"type": "string"},
-        "raised_at": {"type": "number"},
-        "resolved_at": {"type": "number", "nullable": True},
-        "status": {"type": "string", "enum": ["active", "resolved"]},
-        "details": {"type": "object"},
-    },
-}
-
-# Active alerts per kind and per severity, every one listed (0 when none)
-ALERT_COUNTS_SCHEMA: dict[str, Any] = {
-    "alerts_total": {"type": "integer", "description": "active alerts (of `kind`, if given)"},
-    "alerts_by_kind": {"type": "object", "additionalProperties": {"type": "integer"}},
-    "alerts_by_severity": {"type": "object", "additionalProperties": {"type": "integer"}},
-}
 
 
 def parse_alert_query(get: Callable[[str], str | None]) -> tuple[int, str | None]:
@@ -73,16 +49,7 @@ def openapi_operations() -> dict[str, Any]:
             {"name": "kind", "in": "query", "schema": {"type": "string", "enum": list(KINDS)},
              "description": "only alerts of this kind (active and resolved)"},
         ],
-        "responses": {**ok({"type": "object", "required": ["alerts", "resolved"], "properties": {
-            "alerts": {"type": "array", "items": ALERT_SCHEMA,
-                       "description": "active alerts, most severe first, then oldest"},
-            **ALERT_COUNTS_SCHEMA,
-            "resolved": {"type": "array", "items": ALERT_SCHEMA,
-                         "description": "the last 50 resolved, newest first"},
-            "thresholds": {"type": "object"},
-            "webhook": {"type": "object", "nullable": True},
-            "worker_probe_error": {"type": "string", "nullable": True}}}),
-            **errors(400, 401, 403)}}}
+        "responses": {**ok(ref("AlertList")), **errors(400, 401, 403)}}}
 
 
 def part(*, auth: RequestAuth, health: HealthMonitor) -> HttpPart:

@@ -1,8 +1,11 @@
-"""The OpenAPI 3 document served at ``/api/automation/monitoring/openapi.json``.
+"""The OpenAPI 3.1 document served at ``/api/automation/monitoring/openapi.json``.
 
-Kept next to the handlers it describes; tests check that every route is here
-and that responses conform. Each part of the monitor returns its own paths
-(``HttpPart.openapi_paths``); the composition root joins them.
+Kept next to the handlers it describes. Each part of the monitor returns its
+own paths (``HttpPart.openapi_paths``); the composition root joins them
+(``document``). Every response of every operation has a content schema
+(``components.schemas``: ``schemas.py``, ``schemas_system.py``,
+``schemas_actions.py``), errors the ``Error`` one; ``tests/test_openapi_answers.py``
+checks real answers of every operation against it.
 """
 from __future__ import annotations
 
@@ -10,219 +13,116 @@ import copy
 from typing import Any
 
 from flower_ops.core.lifecycle import TASK_STATES
+from flower_ops.monitor.http import schemas, schemas_actions, schemas_system
+from flower_ops.monitor.http.params import MAX_LIMIT, MAX_TEXT, TASK_ID_MAX
+from flower_ops.monitor.http.schemas import ref
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-
-
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Bad request", 401: "Missing or invalid token", 403: "Missing scope",
-            404: "Unknown task", 409: "Not allowed in the task's state", 413: "Body too large",
-            503: "Broker or database unavailable"}
-    return {str(c): {"description": text[c],
-                     "content": {"application/json": {"schema": _ERROR}}} for c in codes}
-
-
-def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"200": {"description": description,
-                    "content": {"application/json": {"schema": schema}}}}
+OPENAPI_VERSION = "3.1.0"
+ERROR_TEXT = {400: "Bad request (a parameter or the body; unknown query parameters too)",
+              401: "Missing or invalid token", 403: "Missing scope",
+              404: "Unknown task", 409: "Not allowed in the task's state",
+              413: "Body too large", 503: "Broker or database unavailable (or not configured)"}
 
 
-INTEGER = {"type": "integer"}
-TASK_SUMMARY_REF = {"$ref": "#/components/schemas/TaskSummary"}
-NULLABLE_NUMBER = {"type": "number", "nullable": True}
-NULLABLE_STRING = {"type": "string", "nullable": True}
-NULLABLE_INT = {"type": "integer", "nullable": True}
-ANY: dict[str, Any] = {}
+def errors(*codes: int) -> dict[str, Any]:
+    """Error answers (``Error``) for ``codes``."""
+    return {str(c): response(ref("Error"), ERROR_TEXT[c]) for c in codes}
 
-TASK_SUMMARY: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "state"],
-    "properties": {
-        "id": {"type": "string"}, "name": NULLABLE_STRING, "state": {"type": "string"},
-        "worker": NULLABLE_STRING, "queue": NULLABLE_STRING, "args": ANY, "kwargs": ANY,
-        "args_exact": {"type": "boolean"}, "result": ANY, "exception": NULLABLE_STRING,
-        "retries": NULLABLE_INT, "runtime": NULLABLE_NUMBER, "timestamp": NULLABLE_NUMBER,
-        "sent": NULLABLE_NUMBER, "received": NULLABLE_NUMBER, "started": NULLABLE_NUMBER,
-        "succeeded": NULLABLE_NUMBER, "failed": NULLABLE_NUMBER, "retried": NULLABLE_NUMBER,
-        "revoked": NULLABLE_NUMBER,
-    },
-}
 
-TASK_DETAIL: dict[str, Any] = {
-    "allOf": [TASK_SUMMARY, {
-        "type": "object",
-        "properties": {
-            "traceback": NULLABLE_STRING, "routing_key": NULLABLE_STRING,
-            "exchange": NULLABLE_STRING, "parent_id": NULLABLE_STRING,
-            "root_id": NULLABLE_STRING,
-            "children": {"type": "array", "items": {"type": "string"}},
-            "history": {"type": "array", "items": {
-                "type": "object", "properties": {"state": {"type": "string"},
-                                                 "timestamp": NULLABLE_NUMBER}}},
-            "retry_of": NULLABLE_STRING, "retried_as": NULLABLE_STRING,
-            "source": {"type": "string"},
-        },
-    }],
-}
+def response(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    """The 200 answer."""
+    return {"200": response(schema, description)}
+
+
+def query(name: str, schema: dict[str, Any], description: str | None = None,
+          **extra: Any) -> dict[str, Any]:
+    parameter = {"name": name, "in": "query", "required": False, "schema": schema, **extra}
+    if description:
+        parameter["description"] = description
+    return parameter
+
+
+TASK_ID_PARAMETER = {"name": "task_id", "in": "path", "required": True,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": TASK_ID_MAX}}
+_TEXT = {"type": "string", "maxLength": MAX_TEXT}
+_ORDER = {"type": "string", "enum": ["desc", "asc"], "default": "desc"}
+_TIME_TEXT = ("ISO 8601 (e.g. 2026-11-30T12:54:08.123Z; without an offset it is UTC) or "
+              "epoch seconds")
+# what params.parse_task_query reads (TASK_QUERY_PARAMETERS)
+TASK_QUERY = [
+    query("state", {"type": "string"}, "Comma-separated states: " + ", ".join(TASK_STATES)),
+    query("name", _TEXT, "the exact task name, or a prefix ending with *"),
+    query("worker", _TEXT), query("queue", _TEXT),
+    query("search", _TEXT, "free text over name, id, args, kwargs, result and exception"),
+    query("since", {"type": "string"}, f"{_TIME_TEXT} (inclusive)"),
+    query("until", {"type": "string"}, f"{_TIME_TEXT} (exclusive)"),
+    query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}),
+    query("cursor", {"type": "string"}, "the next of the previous page"),
+    query("order", _ORDER),
+    query("sort", {"type": "string"}, "Flower's spelling of order (desc, asc, newest, oldest, "
+          "-time, time); ignored when order is given", deprecated=True),
+    query("source", {"type": "string", "enum": ["auto", "memory", "db"], "default": "auto"}),
+]
+
+
+def _components() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for part in (schemas.SCHEMAS, schemas_system.SCHEMAS, schemas_actions.SCHEMAS):
+        found.update(part)
+    return found
+
 
 BASE: dict[str, Any] = {
-    "openapi": "3.0.3",
+    "openapi": OPENAPI_VERSION,
     "info": {"title": "Flower Ops monitoring API", "version": "1",
-             "description": "Celery task monitoring and management. Every route except this "
-                            "document and /token needs a bearer JWT; GETs need "
-                            "monitoring:read, actions monitoring:write."},
+             "description": "Celery task monitoring and management. Every route except the "
+                            "index (GET /api/automation/monitoring: an Index), this document and "
+                            "/token needs a bearer JWT; GETs need "
+                            "monitoring:read, actions monitoring:write. Instants are ISO 8601 "
+                            "in UTC with milliseconds, durations seconds."},
     "components": {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             "flowerBasic": {"type": "http", "scheme": "basic"},
         },
-        "schemas": {
-            "Error": {"type": "object", "required": ["error"],
-                      "properties": {"error": {"type": "string"}, "detail": ANY}},
-            "TaskSummary": TASK_SUMMARY,
-            "TaskDetail": TASK_DETAIL,
-        },
+        "schemas": _components(),
     },
     "security": [{"bearer": []}],
     "paths": {
         "/stats": {"get": {
             "summary": "System statistics", "operationId": "getStats",
-            "responses": {**_ok({"type": "object", "required": ["tasks", "workers", "alerts"],
-                                 "properties": {
-                                     "tasks": {"type": "object", "properties": {
-                                         "total": {"type": "integer"},
-                                         "by_state": {"type": "object",
-                                                      "additionalProperties": INTEGER}}},
-                                     "throughput": {"type": "object"},
-                                     "success_rate": NULLABLE_NUMBER,
-                                     "runtime": {"type": "object"},
-                                     "workers": {"type": "object"},
-                                     "queues": {"type": "object"},
-                                     "alerts_total": {
-                                         "type": "integer",
-                                         "description": "active alerts; `alerts` lists the "
-                                                        "100 most severe, oldest first"},
-                                     "alerts_by_kind": {"type": "object",
-                                                        "additionalProperties": {
-                                                            "type": "integer"}},
-                                     "alerts_by_severity": {"type": "object",
-                                                            "additionalProperties": {
-                                                                "type": "integer"}},
-                                     "alerts": {"type": "array", "items": {
-                                         "type": "object",
-                                         "required": ["kind", "subject", "severity", "since",
-                                                      "message"],
-                                         "properties": {
-                                             "id": {"type": "string"},
-                                             "kind": {"type": "string"},
-                                             "subject": {"type": "string"},
-                                             "severity": {"type": "string",
-                                                          "enum": ["warning", "critical"]},
-                                             "since": {"type": "number"},
-                                             "message": {"type": "string"},
-                                             "raised_at": {"type": "number"},
-                                             "details": {"type": "object"}}}},
-                                 }}),
-                          **_errors(400, 401, 403)}}},
+            "responses": {**ok(ref("Stats")), **errors(400, 401, 403)}}},
         "/tasks": {"get": {
             "summary": "List tasks, newest first", "operationId": "listTasks",
-            "parameters": [
-                {"name": "state", "in": "query", "schema": {"type": "string"},
-                 "description": "Comma-separated states: " + ", ".join(TASK_STATES)},
-                {"name": "name", "in": "query", "schema": {"type": "string", "maxLength": 256}},
-                {"name": "worker", "in": "query", "schema": {"type": "string", "maxLength": 256}},
-                {"name": "queue", "in": "query", "schema": {"type": "string", "maxLength": 256}},
-                {"name": "search", "in": "query", "schema": {"type": "string", "maxLength": 256}},
-                {"name": "since", "in": "query", "schema": {"type": "string"},
-                 "description": "Epoch seconds or ISO 8601 (inclusive)"},
-                {"name": "until", "in": "query", "schema": {"type": "string"},
-                 "description": "Epoch seconds or ISO 8601 (exclusive)"},
-                {"name": "limit", "in": "query",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
-                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                {"name": "order", "in": "query",
-                 "schema": {"type": "string", "enum": ["desc", "asc"], "default": "desc"}},
-                {"name": "source", "in": "query",
-                 "schema": {"type": "string", "enum": ["auto", "memory", "db"]}},
-            ],
-            "responses": {**_ok({"type": "object", "required": ["tasks", "total", "next"],
-                                 "properties": {
-                                     "tasks": {"type": "array", "items": TASK_SUMMARY_REF},
-                                     "total": {"type": "integer"},
-                                     "next": NULLABLE_STRING,
-                                     "source": {"type": "string"}}}),
-                          **_errors(400, 401, 403, 503)}}},
+            "parameters": TASK_QUERY,
+            "responses": {**ok(ref("TaskList")), **errors(400, 401, 403, 503)}}},
         "/tasks/{task_id}": {"get": {
             "summary": "Everything known about one task", "operationId": "getTask",
-            "parameters": [{"name": "task_id", "in": "path", "required": True,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
-            "responses": {**_ok({"$ref": "#/components/schemas/TaskDetail"}),
-                          **_errors(400, 401, 403, 404, 503)}}},
+            "parameters": [TASK_ID_PARAMETER],
+            "responses": {**ok(ref("TaskDetail")), **errors(400, 401, 403, 404, 503)}}},
         "/workers": {"get": {
             "summary": "Workers", "operationId": "listWorkers",
-            "responses": {**_ok({"type": "object", "required": ["workers"], "properties": {
-                "workers": {"type": "array", "items": {"type": "object", "properties": {
-                    "hostname": {"type": "string"},
-                    "status": {"type": "string", "enum": ["online", "offline"]},
-                    "active": NULLABLE_INT, "reserved": NULLABLE_INT,
-                    "processed": NULLABLE_INT,
-                    "loadavg": {"type": "array", "nullable": True, "items": {"type": "number"}},
-                    "memory": {"type": "object"}, "pool": {"type": "object"},
-                    "max_concurrency": NULLABLE_INT,
-                    "queues": {"type": "array", "items": {"type": "string"}},
-                    "last_heartbeat": NULLABLE_NUMBER,
-                    "heartbeat_age_seconds": NULLABLE_NUMBER,
-                    "offline_since": NULLABLE_NUMBER}}}}}),
-                          **_errors(400, 401, 403)}}},
+            "responses": {**ok(ref("WorkerList")), **errors(400, 401, 403)}}},
         "/queues": {"get": {
             "summary": "Queues", "operationId": "listQueues",
-            "responses": {**_ok({"type": "object", "required": ["queues"], "properties": {
-                "queues": {"type": "array", "items": {"type": "object", "properties": {
-                    "name": {"type": "string"}, "messages": NULLABLE_INT,
-                    "unacked": NULLABLE_INT, "consumers": NULLABLE_INT,
-                    "rate_in": NULLABLE_NUMBER, "rate_out": NULLABLE_NUMBER,
-                    "oldest_message_age_seconds": NULLABLE_NUMBER,
-                    "revoked": {"type": "integer",
-                                "description": "ready messages whose task is already revoked "
-                                               "(a worker discards them; Redis: taken out at "
-                                               "once, so 0)"},
-                    "by_priority": {"type": "object",
-                                    "additionalProperties": {"type": "integer"}}}}},
-                "broker": {"type": "object", "properties": {
-                    "transport": {"type": "string"}, "supported": {"type": "boolean"},
-                    "source": {"type": "string",
-                               "description": "redis, rabbitmq-management or "
-                                              "amqp-passive-declare"},
-                    "detail": NULLABLE_STRING}}}}),
-                          **_errors(400, 401, 403, 503)}}},
+            "responses": {**ok(ref("QueueList")), **errors(400, 401, 403, 503)}}},
         "/token": {"post": {
             "summary": "Exchange Flower credentials for a short-lived API token",
             "operationId": "createToken", "security": [{"flowerBasic": []}],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {
                 "type": "object", "properties": {
                     "scopes": {"oneOf": [{"type": "string"},
-                                         {"type": "array", "items": {"type": "string"}}],
-                               "nullable": True,
+                                         {"type": "array", "items": {"type": "string"}},
+                                         {"type": "null"}],
                                "description": "space-separated or a list; absent or null: "
                                               "every scope FLOWER_OPS_TOKEN_SCOPES grants"}}}}}},
-            "responses": {**_ok({"type": "object",
-                                 "required": ["access_token", "token_type", "expires_in"],
-                                 "properties": {"access_token": {"type": "string"},
-                                                "token_type": {"type": "string"},
-                                                "expires_in": {"type": "integer"},
-                                                "expires_at": {"type": "number"},
-                                                "scope": {"type": "string"},
-                                                "subject": {"type": "string"}}}),
-                          **_errors(400, 401, 403, 413)}}},
+            "responses": {**ok(ref("Token")), **errors(400, 401, 403, 413)}}},
     },
 }
-
-def errors(*codes: int) -> dict[str, Any]:
-    return _errors(*codes)
-
-
-def ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return _ok(schema, description)
 
 
 def document(base_path: str, paths: dict[str, dict[str, Any]]) -> dict[str, Any]:

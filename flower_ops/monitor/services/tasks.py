@@ -18,6 +18,7 @@ from flower_ops.core.lifecycle import (
 from flower_ops.core.payload import decode_args
 from flower_ops.core.query import TaskPage, TaskQuery
 from flower_ops.core.times import with_times
+from flower_ops.core.trace import TRACE_ID_FIELD, clean_trace_id
 from flower_ops.monitor.services.search import SearchTexts
 from flower_ops.monitor.sources.flower_state import task_arguments, task_queue, task_worker
 from flower_ops.monitor.sources.task_index import TaskIndex
@@ -131,6 +132,7 @@ def task_detail(task: Any) -> dict[str, Any]:
         history=_history(task),
         retry_of=None,
         retried_as=None,
+        trace_id=clean_trace_id(getattr(task, TRACE_ID_FIELD, None)),
         source="memory",
     )
     return detail
@@ -193,8 +195,10 @@ class TaskQueryService:
     """
 
     def __init__(self, *, index: TaskIndex, history: PgHistory | None,
-                 run_blocking: Callable[..., asyncio.Future[Any]]) -> None:
+                 run_blocking: Callable[..., asyncio.Future[Any]],
+                 trace_url: str | None = None) -> None:
         self.index = index
+        self.trace_url = trace_url      # e.g. https://tracing.example/trace/{trace_id}
         self.history = history
         self._run_blocking = run_blocking
         self.summaries = SummaryCache()
@@ -246,13 +250,14 @@ class TaskQueryService:
             raise NotFound(f"unknown task {task_id}", {"task_id": task_id})
         if task is None:
             assert stored is not None
-            return present_task(_one_outcome(stored))
+            return present_task(self._traced(_one_outcome(stored)))
         detail = task_detail(task)
         if stored is not None:
             detail["history"] = merged_history(stored.get("history") or [],
                                                detail["history"])
             for key in ("retry_of", "retried_as"):
                 detail[key] = stored.get(key)
+            detail["trace_id"] = detail["trace_id"] or stored.get("trace_id")
             if not detail["args_exact"] and stored.get("args_exact"):
                 detail.update(args=stored["args"], kwargs=stored["kwargs"], args_exact=True)
             if detail["state"] not in FINAL_STATES and stored.get("state") in FINAL_STATES:
@@ -263,7 +268,14 @@ class TaskQueryService:
                     if key in stored:
                         detail[key] = stored[key]
             detail["source"] = "memory+db"
-        return present_task(_one_outcome(detail))
+        return present_task(self._traced(_one_outcome(detail)))
+
+    def _traced(self, detail: dict[str, Any]) -> dict[str, Any]:
+        """``detail`` with ``trace_url``: the configured link to its trace, or None."""
+        trace_id = detail.get("trace_id")
+        detail["trace_url"] = (self.trace_url.replace("{trace_id}", trace_id)
+                               if self.trace_url and trace_id else None)
+        return detail
 
     def _require_history(self) -> PgHistory:
         if self.history is None:
