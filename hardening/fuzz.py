@@ -76,6 +76,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
+from flower_ops.core.lifecycle import CANCELLABLE, RETRYABLE
 from testing.settings import FAST_MONITOR_REFRESH, FAST_SYNC_WORKER
 from testing.stack import Stack
 from testing.stack import running_stack as running_harness_stack
@@ -91,6 +92,7 @@ CHECKS = (not_a_server_error, status_code_conformance, content_type_conformance,
           unsupported_method, allow_header_conformance, missing_required_header)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC_BASIC = "/token"   # takes Flower's credentials, not a bearer token
+PUBLIC = "/"              # the index: no credentials, any credentials, never a 401/403
 REQUEST_TIMEOUT_SECONDS = 30.0
 
 
@@ -135,6 +137,7 @@ class TaskSeeder:
         self.token = token
         self.ids: list[str] = []
         self.db_only: list[str] = []
+        self.front: list[str] = []      # what the current operation can act on
 
     def pool(self) -> list[str]:
         """Ids the fuzzer puts into requests, taken in turn: the newest first
@@ -143,7 +146,25 @@ class TaskSeeder:
         recent = self.ids[::-1][:self.RECENT]
         mixed = [i for pair in zip(recent, self.db_only) for i in pair]
         shorter = min(len(recent), len(self.db_only))
-        return mixed + recent[shorter:] + self.db_only[shorter:]
+        rest = mixed + recent[shorter:] + self.db_only[shorter:]
+        front = set(self.front)
+        return self.front + [i for i in rest if i not in front]
+
+    def focus(self, operation: Any) -> None:
+        """Before an action's operation: the tasks it can act on go first in
+        ``pool()`` (a cancel's: not finished; a retry's: failed or revoked), so
+        its success path is reached whatever the order of earlier cases."""
+        path = operation.path
+        states = (CANCELLABLE if path.endswith("/cancel") else
+                  RETRYABLE if path.endswith("/retry") else frozenset())
+        self.front = []
+        if not states:
+            return
+        for task_id in self.ids[::-1][:self.RECENT]:
+            response = requests.get(f"{self.stack.api}/tasks/{task_id}", timeout=10,
+                                    headers={"Authorization": f"Bearer {self.token}"})
+            if response.status_code == 200 and response.json().get("state") in states:
+                self.front.append(task_id)
 
     def seed(self) -> list[str]:
         from testing.apps import automation
@@ -363,9 +384,13 @@ class Plan:
     coverage: bool
     modes: tuple[GenerationMode, ...]
 
-    def expectation(self, method: str, protected: bool) -> Callable[[int], str | None]:
+    def expectation(self, method: str, protected: bool, public: bool = False
+                    ) -> Callable[[int], str | None]:
         """A function of the status: None when allowed, else why not."""
         cred = self.credential
+        if public:
+            return lambda status: f"{status} from a public operation" \
+                if status in (401, 403) else None
         if not cred.valid:
             return lambda status: None if status == 401 else f"expected 401 for {cred.name}"
         if protected and method.upper() in WRITE_METHODS and WRITE not in cred.scopes:
@@ -426,6 +451,9 @@ class Fuzzer:
         for operation in operations if operations is not None else self.operations():
             if before_operation is not None:
                 before_operation(operation)
+            # each operation names real tasks from the newest on (the ones just
+            # seeded for it), not from wherever the previous one stopped
+            self._turn = 0
             result = OperationResult(operation.label)
             for plan in self.plans(operation):
                 self.fuzz(operation, plan, result)
@@ -440,7 +468,8 @@ class Fuzzer:
     def fuzz(self, operation: Any, plan: Plan, result: OperationResult) -> None:
         auth = plan.credential.authorization
         override_headers = {"Authorization": auth} if auth is not None else {}
-        expect = plan.expectation(operation.method, operation.path != PUBLIC_BASIC)
+        expect = plan.expectation(operation.method, operation.path != PUBLIC_BASIC,
+                                  public=operation.path == PUBLIC)
 
         def execute(case: Any) -> None:
             self._execute(operation, case, plan, override_headers, expect, result)
@@ -641,6 +670,7 @@ class FuzzSession:
             # before each operation that names tasks, so the 200 paths stay reachable
             if "{task_id}" in operation.path or operation.path.startswith("/tasks/bulk/"):
                 self.seeder.seed()
+            self.seeder.focus(operation)
 
         report = fuzzer.run(operations, before_operation=top_up)
         report.stack_problems = stack_problems(self.stack, self.authorization)

@@ -110,6 +110,11 @@ BASE: dict[str, Any] = {
         "/queues": {"get": {
             "summary": "Queues", "operationId": "listQueues",
             "responses": {**ok(ref("QueueList")), **errors(400, 401, 403, 503)}}},
+        "/": {"get": {
+            "summary": "The API's index: the version and a link per operation",
+            "operationId": "getIndex", "security": [],
+            "description": "Public, like this document: it holds no data.",
+            "responses": {**ok(ref("Index")), **errors(400)}}},
         "/token": {"post": {
             "summary": "Exchange Flower credentials for a short-lived API token",
             "operationId": "createToken", "security": [{"flowerBasic": []}],
