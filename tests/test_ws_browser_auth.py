@@ -22,6 +22,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 from testing.processes import DEFAULT_BASIC_AUTH
 from testing.services import RedisService
 from testing.stack import Stack, running_stack
+from testing.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,6 +54,11 @@ def receive(ws: websocket.WebSocket) -> dict[str, Any]:
 
 def test_an_upgrade_with_basic_credentials_authenticates_by_its_first_message(
         stack: Stack) -> None:
+    # the monitor knows the worker (its first heartbeat may still be on its way
+    # right after start-up), so the snapshot must list it
+    wait_for(lambda: any(w["hostname"] == stack.worker.hostname
+                         for w in stack.get_json("/workers")["workers"]),
+             timeout_seconds=30, message="the monitor knowing the worker")
     ws = open_feed(stack, f"Authorization: {BASIC}")
     try:
         ws.send(json.dumps({"type": "auth", "token": stack.token}))
