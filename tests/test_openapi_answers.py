@@ -26,7 +26,7 @@ import pytest
 import requests
 import websocket
 
-from flower_ops.core.times import ISO_PATTERN
+from flower_ops.core.times import ISO_PATTERN, iso_utc, parse_instant
 from flower_ops.demo.embedded import free_port
 from testing.processes import CeleryWorker, Monitor
 from testing.services import PostgresService, RedisService
@@ -207,11 +207,27 @@ def test_every_operation_answers_as_documented(stack: Stack, seeded: Seeded,
     denied("GET", "/stats")
 
     for params in ({}, {"source": "db"}, {"state": "FAILURE", "limit": "1"},
-                   {"queue": "parked", "order": "asc"}):
-        call("GET", "/tasks", 200, api=api, token=full, params=params)
+                   {"queue": "parked", "order": "asc"}, {"source": "all", "limit": "2"},
+                   {"source": "all", "search": "parked", "order": "asc"}):
+        listing = call("GET", "/tasks", 200, api=api, token=full, params=params)
+        if listing["next"]:
+            older = call("GET", "/tasks", 200, api=api, token=full,
+                         params={**params, "cursor": listing["next"]})
+            call("GET", "/tasks", 200, api=api, token=full,
+                 params={**params, "cursor": older["prev"]})
     call("GET", "/tasks", 400, api=api, token=full, params={"state": "BOGUS"})
     call("GET", "/tasks", 400, api=api, token=full, params={"since": "yesterday"})
+    call("GET", "/tasks", 400, api=api, token=full, params={"source": "db", "cursor": "mn1"})
     denied("GET", "/tasks")
+
+    for params in ({}, {"source": "db", "name": "automation.*"},
+                   {"source": "all", "queue": "parked", "state": "PENDING"},
+                   {"source": "memory", "search": "kaput"}):
+        counts = call("GET", "/tasks/counts", 200, api=api, token=full, params=params)
+        assert counts["total"] == sum(counts["by_state"].values())
+    call("GET", "/tasks/counts", 400, api=api, token=full, params={"bogus": "1"})
+    call("GET", "/tasks/counts", 400, api=api, token=full, params={"source": "nowhere"})
+    denied("GET", "/tasks/counts")
 
     for task_id in (seeded.ok, seeded.failed, seeded.flaky, seeded.running, seeded.parked[0]):
         call("GET", "/tasks/{task_id}", 200, api=api, token=full, values={"task_id": task_id})
@@ -225,6 +241,24 @@ def test_every_operation_answers_as_documented(stack: Stack, seeded: Seeded,
         denied("GET", path)
     call("GET", "/alerts", 200, api=api, token=full, params={"kind": "stuck_task", "limit": "1"})
     call("GET", "/alerts", 400, api=api, token=full, params={"kind": "nope"})
+
+    # the console's series (memory and PostgreSQL) and task-name table
+    series = call("GET", "/series", 200, api=api, token=full)
+    assert series["source"] == "memory+db"
+    call("GET", "/series", 200, api=api, token=full,
+         params={"since": "2026-01-01T00:00:00Z", "until": "2026-01-01T01:00:00Z",
+                 "names": "automation.add,automation.fail", "queues": "parked"})
+    call("GET", "/series", 400, api=api, token=full, params={"since": "yesterday"})
+    denied("GET", "/series")
+    table = call("GET", "/task-names", 200, api=api, token=full)
+    assert any((row["last_failure"] or {}).get("id") == seeded.failed
+               for row in table["names"]), table
+    memory_since = parse_instant(series["memory_since"])
+    call("GET", "/task-names", 200, api=api, token=full,
+         params={"since": iso_utc(memory_since), "until": iso_utc(memory_since + 3600),
+                 "sort": "p95", "limit": "5"})
+    call("GET", "/task-names", 400, api=api, token=full, params={"limit": "0"})
+    denied("GET", "/task-names")
 
     # -- actions ----------------------------------------------------------------------------
     task = {"task_id": seeded.parked[0]}
@@ -373,7 +407,10 @@ def check_unavailable(checker: Checker) -> None:
         token = monitor.token()
         calls: list[tuple[str, str, dict[str, Any]]] = [
             ("GET", "/queues", {}), ("GET", "/tasks", {"params": {"source": "db"}}),
+            ("GET", "/tasks", {"params": {"source": "all"}}),
+            ("GET", "/tasks/counts", {"params": {"source": "all"}}),
             ("GET", "/audit", {}), ("GET", "/tasks/{task_id}", {}),
+            ("GET", "/series", {}), ("GET", "/task-names", {}),
             ("POST", "/tasks/{task_id}/cancel", {}), ("POST", "/tasks/{task_id}/retry", {}),
             ("POST", "/tasks/bulk/cancel", {"json": {"ids": ["gone"]}}),
             ("POST", "/tasks/bulk/retry", {"json": {"ids": ["gone"]}}),

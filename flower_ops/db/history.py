@@ -7,21 +7,18 @@ sync worker writes them (``db/batch.py``), operator actions too
 """
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime
 from typing import Any
 
 from psycopg.rows import dict_row
 
-from flower_ops.core.errors import InvalidQuery
 from flower_ops.core.lifecycle import (
-    STATE_TO_STATUS,
     STATUS_TO_STATE,
     in_lifecycle_order,
     outcome_times,
 )
-from flower_ops.core.query import TaskPage, TaskQuery
+from flower_ops.core.query import TaskPage, TaskQuery, encode_position
+from flower_ops.db.listing import TaskListing
 from flower_ops.db.pool import Database
 from flower_ops.db.schema import EXECUTION_COLUMNS, EXECUTIONS, HISTORY, TIME_COLUMNS
 
@@ -29,22 +26,6 @@ MAX_CHILDREN = 1000
 
 def _epoch(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
-
-
-def _encode_cursor(first_seen_us: int, task_id: str) -> str:
-    raw = json.dumps([first_seen_us, task_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        micros, task_id = json.loads(raw)
-        if isinstance(micros, int) and not isinstance(micros, bool) and isinstance(task_id, str):
-            return micros, task_id
-    except (ValueError, TypeError, UnicodeDecodeError):
-        pass
-    raise InvalidQuery("invalid cursor", detail={"cursor": cursor[:100]})
 
 
 def task_from_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +66,7 @@ class PgHistory:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self.listing = TaskListing(database.connection)
 
     def _query(self, sql: str, params: Any) -> list[dict[str, Any]]:
         with self._db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -114,77 +96,19 @@ class PgHistory:
         return task
 
     def list_tasks(self, query: TaskQuery) -> TaskPage:
-        """Newest first by default; keyset pagination on (first_seen_at, id).
+        """Newest first by default; keyset pagination on (first_seen_at, id),
+        after ``query.cursor`` or, ``backward``, before it (``listing.py``).
 
         List items carry every field of ``get_task`` but ``history`` and
         ``children``."""
-        where, params = self._filters(query)
-        descending = query.order != "asc"
-        keyset_where = list(where)
-        keyset_params = list(params)
-        if query.cursor:
-            micros, task_id = _decode_cursor(query.cursor)
-            op = "<" if descending else ">"
-            keyset_where.append(
-                f"(first_seen_at, execution_id) {op} "
-                "(timestamptz 'epoch' + %s * interval '1 microsecond', %s)")
-            keyset_params += [micros, task_id]
-        direction = "DESC" if descending else "ASC"
-        limit = max(1, min(int(query.limit), 1000))
-        sql = (f"SELECT {EXECUTION_COLUMNS} FROM {EXECUTIONS}"
-               f"{self._where(keyset_where)} ORDER BY first_seen_at {direction}, "
-               f"execution_id {direction} LIMIT %s")
-        rows = self._query(sql, [*keyset_params, limit + 1])
-        total_rows = self._query(
-            f"SELECT count(*) AS n FROM {EXECUTIONS}{self._where(where)}", params)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        cursor = _encode_cursor(rows[-1]["first_seen_us"], rows[-1]["execution_id"]) \
-            if more and rows else None
-        return TaskPage(tasks=[task_from_row(r) for r in rows], total=int(total_rows[0]["n"]),
-                        next=cursor, source="db")
-
-    @staticmethod
-    def _where(clauses: list[str]) -> str:
-        return f" WHERE {' AND '.join(clauses)}" if clauses else ""
-
-    @staticmethod
-    def _filters(query: TaskQuery) -> tuple[list[str], list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if query.states:
-            unknown = [s for s in query.states if s not in STATE_TO_STATUS]
-            if unknown:
-                raise InvalidQuery("unknown state", detail={"states": sorted(unknown)})
-            where.append("status = ANY(%s)")
-            params.append([STATE_TO_STATUS[s] for s in sorted(query.states)])
-        prefix = query.name_prefix
-        if prefix is not None:
-            if prefix:
-                where.append("task_name LIKE %s")
-                params.append(_like_escaped(prefix) + "%")
-        elif query.name:
-            where.append("task_name = %s")
-            params.append(query.name)
-        for column, value in (("worker", query.worker), ("queue", query.queue)):
-            if value:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if query.search:
-            pattern = "%" + _like_escaped(query.search) + "%"
-            where.append("(task_name ILIKE %s OR execution_id ILIKE %s OR args::text ILIKE %s "
-                         "OR kwargs::text ILIKE %s OR result::text ILIKE %s "
-                         "OR error ILIKE %s)")
-            params += [pattern] * 6
-        if query.since is not None:
-            where.append("first_seen_at >= to_timestamp(%s)")
-            params.append(float(query.since))
-        if query.until is not None:
-            where.append("first_seen_at < to_timestamp(%s)")
-            params.append(float(query.until))
-        return where, params
+        page = self.listing.page(query)
+        return TaskPage(tasks=[task_from_row(r) for r in page.rows], total=page.total,
+                        next=row_position(page.rows[-1]) if page.more_after and page.rows
+                        else None,
+                        prev=row_position(page.rows[0]) if page.more_before and page.rows
+                        else None, source="db")
 
 
-def _like_escaped(text: str) -> str:
-    """``text`` matched literally inside a LIKE pattern (backslash escapes)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def row_position(row: dict[str, Any]) -> str:
+    """The cursor of ``row``'s place in a listing."""
+    return encode_position((row["first_seen_us"], row["execution_id"]))

@@ -22,6 +22,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from flower_ops.core.version import __version__
 from flower_ops.db.actions import ActionStore
 from flower_ops.db.history import PgHistory
+from flower_ops.db.insights import PgInsights
 from flower_ops.db.pool import Database
 from flower_ops.monitor.auth import RequestAuth, TokenAuthority
 from flower_ops.monitor.blocking import BlockingRunner
@@ -35,6 +36,7 @@ from flower_ops.monitor.http import actions as actions_http
 from flower_ops.monitor.http import alerts as alerts_http
 from flower_ops.monitor.http import api as api_http
 from flower_ops.monitor.http import dashboard as dashboard_http
+from flower_ops.monitor.http import insights as insights_http
 from flower_ops.monitor.http import openapi
 from flower_ops.monitor.http import ws as ws_http
 from flower_ops.monitor.http.base import API_BASE, ApiNotFound, HttpPart, Route
@@ -47,7 +49,9 @@ from flower_ops.monitor.services.audit import AuditTrail
 from flower_ops.monitor.services.cancellation import Cancellation
 from flower_ops.monitor.services.capabilities import Capabilities
 from flower_ops.monitor.services.celery_gateway import CeleryGateway
+from flower_ops.monitor.services.insights import InsightsService
 from flower_ops.monitor.services.queues import QueueService, WatchedQueues
+from flower_ops.monitor.services.series import SeriesRecorder
 from flower_ops.monitor.services.stats import StatsService, ThroughputTracker
 from flower_ops.monitor.services.tasks import TaskQueryService
 from flower_ops.monitor.services.worker_arrivals import CHECK_INTERVAL_SECONDS, WorkerArrivals
@@ -84,6 +88,7 @@ class FlowerOps:
     alerts: AlertBus
     health: HealthMonitor
     stats: StatsService
+    insights: InsightsService
     actions: TaskActionService
     feed: LiveFeed
     routes: list[Route] = field(default_factory=list)
@@ -183,6 +188,11 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
     stats = StatsService(index=index, throughput=throughput, workers=workers.counts,
                          queues=queues.totals, alerts=health.stats_alerts,
                          capabilities=capabilities.summary)
+    recorder = SeriesRecorder()
+    queues.depth_listeners.append(recorder.sample_queues)
+    insights = InsightsService(recorder=recorder, index=index,
+                               insights=PgInsights(database) if database is not None else None,
+                               run_blocking=blocking)
 
     # Actions and the live feed
     action_store = ActionStore(database) if database is not None else None
@@ -212,8 +222,8 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
     # tasks first: whoever hears next may read the workers' counts)
     index.observers.append(running.observe)
     index.change_listeners.append(running.forget_missing)
-    for observer in (throughput.observe, capabilities.observe, queues.observe, health.observe,
-                     feed.on_transition):
+    for observer in (throughput.observe, recorder.observe, capabilities.observe, queues.observe,
+                     health.observe, feed.on_transition):
         index.observers.append(observer)
     index.change_listeners.append(health.forget_missing)
     index.change_listeners.append(feed.on_changes)
@@ -228,7 +238,7 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
         capabilities=capabilities, history=history, probe=probe, workers=workers,
         arrivals=arrivals,
         queues=queues, tasks=tasks, alerts=alerts, health=health, stats=stats,
-        actions=actions, feed=feed)
+        insights=insights, actions=actions, feed=feed)
     ops.routes.extend(route_table(ops))
     return ops
 
@@ -246,6 +256,7 @@ def route_table(ops: FlowerOps) -> list[Route]:
                       workers=ops.workers, queues=ops.queues),
         actions_http.part(auth=auth, actions=ops.actions, tasks=ops.tasks),
         alerts_http.part(auth=auth, health=ops.health),
+        insights_http.part(auth=auth, insights=ops.insights),
         ws_http.part(auth=auth, feed=ops.feed, allowed_origins=config.ws_allowed_origins),
         dashboard_http.part(settings=ops.flower.settings, prefixed=ops.prefixed,
                             snapshot_seconds=config.ws_snapshot_seconds),

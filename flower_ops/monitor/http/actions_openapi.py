@@ -23,7 +23,7 @@ def _bulk_body(max_tasks: int) -> dict[str, Any]:
             "description": "narrowed to the states the action applies to"},
         since=time, until=time,
         order={"type": ["string", "null"], "enum": ["desc", "asc", None]},
-        source={"type": ["string", "null"], "enum": ["auto", "memory", "db", None]})
+        source={"type": ["string", "null"], "enum": ["auto", "memory", "db", "all", None]})
     return {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "additionalProperties": False,
         "description": 'Exactly one of "ids" or "filters".',

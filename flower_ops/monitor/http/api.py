@@ -20,7 +20,8 @@ from flower_ops.monitor.services.workers import WorkerService
 
 
 def _page(page: TaskPage) -> dict[str, Any]:
-    body = {"tasks": page.tasks, "total": page.total, "next": page.next, "source": page.source}
+    body = {"tasks": page.tasks, "total": page.total, "next": page.next, "prev": page.prev,
+            "source": page.source}
     body.update(page.extra)
     return body
 
@@ -43,6 +44,14 @@ class TasksHandler(ApiHandler):
     async def get(self) -> None:
         query = parse_task_query(self.query)
         self.write_json(_page(await self.tasks.list(query)))
+
+
+class TaskCountsHandler(TasksHandler):
+    """``GET /tasks/counts``: tasks per state for the ``GET /tasks`` filters
+    (``state`` is validated and left aside: every state is counted)."""
+
+    async def get(self) -> None:
+        self.write_json(await self.tasks.counts(parse_task_query(self.query)))
 
 
 class TaskHandler(TasksHandler):
@@ -115,6 +124,8 @@ def part(*, auth: RequestAuth, authority: TokenAuthority, policy: TokenPolicy,
     return HttpPart(routes=[
         (f"{API_BASE}/stats/?", StatsHandler, {"auth": auth, "stats": stats}),
         (f"{API_BASE}/tasks/?", TasksHandler, {"auth": auth, "tasks": tasks}),
+        # before /tasks/{id}, which "counts" would match
+        (f"{API_BASE}/tasks/counts/?", TaskCountsHandler, {"auth": auth, "tasks": tasks}),
         (f"{API_BASE}/tasks/([^/]+)/?", TaskHandler, {"auth": auth, "tasks": tasks}),
         (f"{API_BASE}/workers/?", WorkersHandler, {"auth": auth, "workers": workers}),
         (f"{API_BASE}/queues/?", QueuesHandler, {"auth": auth, "queues": queues}),

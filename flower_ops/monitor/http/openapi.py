@@ -4,8 +4,8 @@ Kept next to the handlers it describes. Each part of the monitor returns its
 own paths (``HttpPart.openapi_paths``); the composition root joins them
 (``document``). Every response of every operation has a content schema
 (``components.schemas``: ``schemas.py``, ``schemas_system.py``,
-``schemas_actions.py``), errors the ``Error`` one; ``tests/test_openapi_answers.py``
-checks real answers of every operation against it.
+``schemas_actions.py``, ``schemas_insights.py``), errors the ``Error`` one;
+``tests/test_openapi_answers.py`` checks real answers of every operation against it.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 from flower_ops.core.lifecycle import TASK_STATES
-from flower_ops.monitor.http import schemas, schemas_actions, schemas_system
+from flower_ops.monitor.http import schemas, schemas_actions, schemas_insights, schemas_system
 from flower_ops.monitor.http.params import MAX_LIMIT, MAX_TEXT, TASK_ID_MAX
 from flower_ops.monitor.http.schemas import ref
 
@@ -61,17 +61,24 @@ TASK_QUERY = [
     query("since", {"type": "string"}, f"{_TIME_TEXT} (inclusive)"),
     query("until", {"type": "string"}, f"{_TIME_TEXT} (exclusive)"),
     query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50}),
-    query("cursor", {"type": "string"}, "the next of the previous page"),
+    query("cursor", {"type": "string"}, "a page's next or prev (the page after it or "
+          "before it); a cursor of another source is a 400"),
     query("order", _ORDER),
     query("sort", {"type": "string"}, "Flower's spelling of order (desc, asc, newest, oldest, "
           "-time, time); ignored when order is given", deprecated=True),
-    query("source", {"type": "string", "enum": ["auto", "memory", "db"], "default": "auto"}),
+    query("source", {"type": "string", "enum": ["auto", "memory", "db", "all"],
+                     "default": "auto"},
+          "memory (Flower's memory; auto: memory, or the cursor's source), db (PostgreSQL), "
+          "all (PostgreSQL's history with memory laid over it: memory's view of the tasks it "
+          "holds, and the tasks PostgreSQL has no row or an older state for yet, at their "
+          "place; memory alone without a database)"),
 ]
 
 
 def _components() -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for part in (schemas.SCHEMAS, schemas_system.SCHEMAS, schemas_actions.SCHEMAS):
+    for part in (schemas.SCHEMAS, schemas_system.SCHEMAS, schemas_actions.SCHEMAS,
+                 schemas_insights.SCHEMAS):
         found.update(part)
     return found
 
@@ -100,6 +107,13 @@ BASE: dict[str, Any] = {
             "summary": "List tasks, newest first", "operationId": "listTasks",
             "parameters": TASK_QUERY,
             "responses": {**ok(ref("TaskList")), **errors(400, 401, 403, 503)}}},
+        "/tasks/counts": {"get": {
+            "summary": "Tasks per state for the GET /tasks filters", "operationId": "countTasks",
+            "description": "Takes every GET /tasks parameter; state, limit, cursor and order "
+                           "are validated and left aside (every state is counted). source "
+                           "all counts what GET /tasks?source=all lists.",
+            "parameters": TASK_QUERY,
+            "responses": {**ok(ref("TaskCounts")), **errors(400, 401, 403, 503)}}},
         "/tasks/{task_id}": {"get": {
             "summary": "Everything known about one task", "operationId": "getTask",
             "parameters": [TASK_ID_PARAMETER],

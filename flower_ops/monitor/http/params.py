@@ -70,7 +70,10 @@ def parse_time(name: str, value: str | None) -> float | None:
                            {"parameter": name, "value": value[:64]}) from None
 
 
-# what parse_task_query reads (``sort`` is an alias of ``order``)
+# auto: memory, or the source of the cursor given
+TASK_SOURCES = ("auto", "memory", "db", "all")
+# what parse_task_query reads (``sort`` is an alias of ``order``); GET /tasks/counts
+# reads the same and leaves state, limit, cursor and order aside
 TASK_QUERY_PARAMETERS = frozenset({"state", "name", "worker", "queue", "search", "since",
                                    "until", "limit", "cursor", "order", "sort", "source"})
 
@@ -89,7 +92,7 @@ def parse_task_query(get: Callable[[str], str | None]) -> TaskQuery:
     raw_order = get("order")
     order = parse_choice(raw_order if raw_order is not None else get("sort"), "order",
                          ("desc", "asc"), ORDER_ALIASES) or "desc"
-    source = parse_choice(get("source"), "source", ("auto", "memory", "db")) or "auto"
+    source = parse_choice(get("source"), "source", TASK_SOURCES) or "auto"
     since = parse_time("since", get("since"))
     until = parse_time("until", get("until"))
     if since is not None and until is not None and since > until:

@@ -148,8 +148,19 @@ TASK_LIST = closed({
     "tasks": {"type": "array", "items": ref("TaskSummary")},
     "total": with_description(COUNT, "tasks matching the filters"),
     "next": with_description(N_STRING, "cursor of the next page; null on the last"),
-    "source": {"type": "string", "enum": ["memory", "db"]},
+    "prev": with_description(N_STRING, "cursor of the page before this one (the same "
+                             "order); null on the first"),
+    "source": {"type": "string", "enum": ["memory", "db", "all"],
+               "description": "who listed: Flower's memory, PostgreSQL, or all (PostgreSQL's "
+                              "history with memory laid over it)"},
 })
+
+TASK_COUNTS = closed({
+    "by_state": closed(dict.fromkeys(TASK_STATES, COUNT),
+                       description="every state, 0 when none"),
+    "total": with_description(COUNT, "the sum of by_state"),
+    "source": {"type": "string", "enum": ["memory", "db", "all"]},
+}, description="GET /tasks/counts: tasks per state for the GET /tasks filters")
 
 # -- the token and the index ---------------------------------------------------------
 
@@ -172,5 +183,6 @@ INDEX = closed({
 
 SCHEMAS: dict[str, Schema] = {
     "Error": ERROR, "TaskSummary": TASK_SUMMARY, "HistoryStep": HISTORY_STEP,
-    "TaskDetail": TASK_DETAIL, "TaskList": TASK_LIST, "Token": TOKEN, "Index": INDEX,
+    "TaskDetail": TASK_DETAIL, "TaskList": TASK_LIST, "TaskCounts": TASK_COUNTS,
+    "Token": TOKEN, "Index": INDEX,
 }

@@ -42,6 +42,8 @@ class QueueService:
         self._newest_second = 0
         self._depth_history: deque[tuple[float, dict[str, int]]] = deque(maxlen=120)
         self._refreshing = False
+        # hear each applied snapshot's ready messages per queue (IOLoop thread)
+        self.depth_listeners: list[Callable[[dict[str, int], float], None]] = []
 
     def observe(self, uuid: str, old_state: str | None, task: Any) -> None:
         """Index observer: a task a worker received has left its queue."""
@@ -107,8 +109,10 @@ class QueueService:
         if self._revoked_waiting is not None:
             self._revoked_counts = {name: self._revoked_waiting(name)
                                     for name in snapshot.queues}
-        self._depth_history.append(
-            (snapshot.taken_at, {n: q.messages for n, q in snapshot.queues.items()}))
+        depths = {n: q.messages for n, q in snapshot.queues.items()}
+        self._depth_history.append((snapshot.taken_at, depths))
+        for listener in self.depth_listeners:
+            listener(depths, snapshot.taken_at)
 
     def growth(self, name: str, window: float, now: float) -> int | None:
         """Change in ready messages of ``name`` over about the last ``window`` seconds."""

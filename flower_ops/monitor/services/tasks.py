@@ -6,9 +6,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flower_ops.core.errors import InvalidQuery, NotConfigured, NotFound
+from flower_ops.core.errors import NotConfigured, NotFound
 from flower_ops.core.lifecycle import (
     FINAL_STATES,
+    TASK_STATES,
     TIME_FIELD_STATES,
     TIMESTAMP_FIELDS,
     in_lifecycle_order,
@@ -20,15 +21,22 @@ from flower_ops.core.query import TaskPage, TaskQuery
 from flower_ops.core.times import with_times
 from flower_ops.core.trace import TRACE_ID_FIELD, clean_trace_id
 from flower_ops.monitor.services.search import SearchTexts
+from flower_ops.monitor.services.task_listing import (
+    ALL_CURSOR,
+    DB_CURSOR,
+    MEMORY_CURSOR,
+    SOURCE_OF_CURSOR,
+    AllSources,
+    encode_cursor,
+    memory_counts,
+    scoped,
+    source_of,
+)
 from flower_ops.monitor.sources.flower_state import task_arguments, task_queue, task_worker
 from flower_ops.monitor.sources.task_index import TaskIndex
 
 if TYPE_CHECKING:
     from flower_ops.db.history import PgHistory
-
-MEMORY_CURSOR = "m"
-DB_CURSOR = "d"
-
 
 _OUTCOME_FIELDS = ("state", "result", "exception", "traceback", "runtime", "succeeded",
                    "failed", "revoked", "retries")
@@ -51,7 +59,7 @@ def present_task(task: dict[str, Any]) -> dict[str, Any]:
 
 def present_page(page: TaskPage) -> TaskPage:
     return TaskPage(tasks=[present_task(t) for t in page.tasks], total=page.total,
-                    next=page.next, source=page.source, extra=page.extra)
+                    next=page.next, prev=page.prev, source=page.source, extra=page.extra)
 
 
 def _decoded(value: Any) -> Any:
@@ -138,19 +146,6 @@ def task_detail(task: Any) -> dict[str, Any]:
     return detail
 
 
-def encode_cursor(source: str, raw: str | None) -> str | None:
-    return f"{source}{raw}" if raw is not None else None
-
-
-def split_cursor(cursor: str | None) -> tuple[str | None, str | None]:
-    if not cursor:
-        return None, None
-    kind, raw = cursor[0], cursor[1:]
-    if kind not in (MEMORY_CURSOR, DB_CURSOR) or not raw:
-        raise InvalidQuery("invalid cursor", {"cursor": cursor})
-    return kind, raw
-
-
 SUMMARY_CACHE_SIZE = 20_000
 
 
@@ -205,34 +200,62 @@ class TaskQueryService:
         index.change_listeners.append(self.summaries.invalidate)
         self.search_texts = SearchTexts(lambda: self.tasks)
         index.change_listeners.append(self.search_texts.invalidate)
+        self.all_sources = AllSources(
+            index=index, history=history, run_blocking=run_blocking,
+            summary=self.summaries.get, present=present_task,
+            search=self.search_texts.matching) if history is not None else None
 
     @property
     def tasks(self) -> Any:
         return self.index.state.tasks.data
 
-    def list_memory(self, query: TaskQuery) -> TaskPage:
-        kind, raw = split_cursor(query.cursor)
-        if kind == DB_CURSOR:
-            raise InvalidQuery("this cursor belongs to source=db", {"cursor": query.cursor})
+    def list_memory(self, query: TaskQuery, *, kind: str = MEMORY_CURSOR) -> TaskPage:
+        """A page from memory (``kind``: the cursors' letter; ``a`` for
+        ``source=all`` without a database)."""
+        page_query = scoped(query, kind)
         self.index.sync()
         candidates = self.search_texts.matching(query.search) if query.search else None
-        scoped = TaskQuery(**{**query.__dict__, "cursor": raw})
-        ids, total, next_raw = self.index.query(scoped, candidates=candidates)
+        ids, total, next_raw, prev_raw = self.index.page(page_query, candidates=candidates)
         tasks = self.tasks
         summaries = self.summaries
         return TaskPage(tasks=[summaries.get(uuid, tasks[uuid]) for uuid in ids], total=total,
-                        next=encode_cursor(MEMORY_CURSOR, next_raw), source="memory")
+                        next=encode_cursor(kind, next_raw),
+                        prev=encode_cursor(kind, prev_raw, backward=True),
+                        source=SOURCE_OF_CURSOR[kind])
 
     async def list(self, query: TaskQuery) -> TaskPage:
-        kind, raw = split_cursor(query.cursor)
-        use_db = query.source == "db" or kind == DB_CURSOR
-        if not use_db:
+        """``GET /tasks``: memory (the default), PostgreSQL (``db``) or both
+        as one list (``all``); ``auto`` follows the cursor's source."""
+        source = source_of(query)
+        if source == "memory":
             return self.list_memory(query)
+        if source == "all":
+            if self.all_sources is None:
+                return self.list_memory(query, kind=ALL_CURSOR)
+            return await self.all_sources.list(scoped(query, ALL_CURSOR))
         history = self._require_history()
-        scoped = TaskQuery(**{**query.__dict__, "cursor": raw})
-        page: TaskPage = present_page(await self._run_blocking(history.list_tasks, scoped))
+        page_query = scoped(query, DB_CURSOR)
+        page: TaskPage = present_page(await self._run_blocking(history.list_tasks, page_query))
         return TaskPage(tasks=page.tasks, total=page.total,
-                        next=encode_cursor(DB_CURSOR, page.next), source="db")
+                        next=encode_cursor(DB_CURSOR, page.next),
+                        prev=encode_cursor(DB_CURSOR, page.prev, backward=True), source="db")
+
+    async def counts(self, query: TaskQuery) -> dict[str, Any]:
+        """``GET /tasks/counts``: tasks per state for the filters of ``query``
+        but its states (and its cursor, limit and order), from the same
+        source a listing would read."""
+        query = TaskQuery(**{**query.__dict__, "cursor": None, "states": frozenset()})
+        source = "memory" if query.source == "auto" else query.source
+        if source == "db":
+            found = await self._run_blocking(self._require_history().listing.counts, query)
+        elif source == "all" and self.all_sources is not None:
+            found = await self.all_sources.counts(query)
+        else:
+            self.index.sync()
+            candidates = self.search_texts.matching(query.search) if query.search else None
+            found = memory_counts(self.index, query, candidates)
+        by_state = {state: int(found.get(state, 0)) for state in TASK_STATES}
+        return {"by_state": by_state, "total": sum(by_state.values()), "source": source}
 
     async def get(self, task_id: str) -> dict[str, Any]:
         self.index.sync()

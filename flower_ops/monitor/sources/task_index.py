@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from flower.events import EventsState
@@ -39,6 +40,7 @@ SEQ_BITS = 20
 SEQ_MASK = (1 << SEQ_BITS) - 1
 DIMENSIONS = ("state", "name", "worker", "queue")
 CANDIDATES = -1  # a constraint's position for an explicit set of task ids
+WALKED_COUNT = 20_000  # counts per state walk an index this small once
 
 
 class TaskIndex:
@@ -153,19 +155,26 @@ class TaskIndex:
 
     def query(self, query: TaskQuery, matches: Callable[[str], bool] | None = None, *,
               candidates: set[str] | None = None) -> tuple[list[str], int, str | None]:
-        """Task ids for one page, the total matching, and the next cursor.
+        """Task ids for one page, the total matching, and the next cursor."""
+        ids, total, next_cursor, _prev = self.page(query, matches, candidates=candidates)
+        return ids, total, next_cursor
 
-        ``candidates`` (e.g. the ids a text search matched) restricts the
-        result like an indexed filter: walked in order when it is the
-        smallest, checked per task otherwise.
-        """
+    def page(self, query: TaskQuery, matches: Callable[[str], bool] | None = None, *,
+             candidates: set[str] | None = None
+             ) -> tuple[list[str], int, str | None, str | None]:
+        """Ids of one page, the total matching, the next and prev cursors
+        (None: no page there); ``query.cursor``: the key the page comes after
+        (``backward``: before). ``candidates`` (e.g. a text search's ids)
+        filter like an index: walked when smallest, else checked per task."""
         self.sync()
         lo, hi = _key_bounds(query.since, query.until)
-        reverse = query.order != "asc"
         after = _decode_cursor(query.cursor)
+        backward = query.backward and after is not None
+        # the walk goes the listing's way, or against it for a page before
+        reverse = (query.order != "asc") != backward
         drivers, others = self._plan(query, candidates)
         if drivers is None:
-            return [], 0, None
+            return [], 0, None, None
 
         def in_page_range(keys: SortedList) -> Iterator[int]:
             page_lo, page_hi = lo, hi
@@ -180,7 +189,7 @@ class TaskIndex:
         ordered: Iterable[int] = (iters[0] if len(iters) == 1
                                   else heapq.merge(*iters, reverse=reverse))
         page: list[str] = []
-        last_key: int | None = None
+        keys: list[int] = []
         has_more = False
         for key in ordered:
             uuid = self._uuid_of[key]
@@ -190,10 +199,44 @@ class TaskIndex:
                 has_more = True
                 break
             page.append(uuid)
-            last_key = key
+            keys.append(key)
         total = self._total(drivers, others, matches, lo, hi)
-        next_cursor = str(last_key) if has_more and last_key is not None else None
-        return page, total, next_cursor
+        if backward:
+            page.reverse()
+            keys.reverse()
+        more_after = True if backward else has_more
+        more_before = has_more if backward else after is not None
+        next_cursor = str(keys[-1]) if more_after and keys else None
+        prev_cursor = str(keys[0]) if more_before and keys else None
+        return page, total, next_cursor, prev_cursor
+
+    def count_by_state(self, query: TaskQuery, *, candidates: set[str] | None = None
+                       ) -> dict[str, int]:
+        """Tasks per state matching ``query`` but its states (cursor, limit
+        aside): bisects for a time range alone; one walk of a small index the
+        other filters select; else each state's bucket against them (``_total``)."""
+        self.sync()
+        lo, hi = _key_bounds(query.since, query.until)
+        drivers, others = self._plan(replace(query, states=frozenset()), candidates)
+        counts: dict[str, int] = {}
+        if drivers is None:
+            return counts
+        if drivers[0] is self._all and not others:
+            return {state: keys.bisect_left(hi) - keys.bisect_left(lo)
+                    for state, keys in self._buckets["state"].items()}
+        if sum(len(keys) for keys in drivers) <= WALKED_COUNT:
+            for keys in drivers:
+                for key in keys.irange(lo, hi, inclusive=(True, False)):
+                    uuid = self._uuid_of[key]
+                    if not others or self._accepts(uuid, others, None):
+                        state = self._attrs[uuid][0]
+                        counts[state] = counts.get(state, 0) + 1
+            return counts
+        for state in list(self._buckets["state"]):
+            drivers, others = self._plan(replace(query, states=frozenset({state})), candidates)
+            if drivers is not None:
+                counts[state] = self._total(drivers, others, None, lo, hi)
+        return counts
 
     def _plan(self, query: TaskQuery, candidates: set[str] | None = None,
               ) -> tuple[list[SortedList] | None, list[tuple[int, Any]]]:
@@ -262,7 +305,6 @@ class TaskIndex:
         return sum(1 for keys in drivers
                    for key in keys.irange(lo, hi, inclusive=(True, False))
                    if self._accepts(uuid_of[key], others, matches))
-
 
     def _count_by_sets(self, drivers: list[SortedList],
                        others: list[tuple[int, Any]]) -> int | None:

@@ -1,0 +1,198 @@
+"""Task listings from PostgreSQL: the filters, keyset pages in both
+directions, counts per state, and the one-snapshot read ``source=all`` makes.
+
+Blocking: call it from an executor thread, never on the IOLoop. Rows are
+ordered by ``(first_seen_at, execution_id)``; a cursor is that pair
+(``core.query.encode_position``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from flower_ops.core.errors import InvalidQuery
+from flower_ops.core.lifecycle import FINAL_STATES, STATE_TO_STATUS, STATUS_TO_STATE
+from flower_ops.core.query import TaskQuery, decode_position
+from flower_ops.db.schema import EXECUTION_COLUMNS, EXECUTIONS
+
+MAX_LIMIT = 1000
+Query = Callable[[str, Any], list[dict[str, Any]]]
+
+
+@dataclass
+class RowPage:
+    """One page of rows, in listing order."""
+
+    rows: list[dict[str, Any]]
+    total: int
+    more_before: bool     # rows come before the first one
+    more_after: bool      # rows come after the last one
+
+
+@dataclass
+class Snapshot:
+    """What ``source=all`` read in one snapshot.
+
+    ``stored``: of the memory tasks asked about, those with a row: id →
+    (state, first seen in microseconds). ``differing``: those PostgreSQL has
+    no row for, or a state memory has moved past: memory answers for them
+    and they are left out of ``page`` and ``counts``."""
+
+    stored: dict[str, tuple[str, int]]
+    differing: set[str]
+    page: RowPage | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def agrees(memory_state: str, stored_state: str) -> bool:
+    """PostgreSQL's row says what memory says: the same state, or a final
+    state memory missed (the sync worker's reconciliation saw the end)."""
+    return memory_state == stored_state or (
+        stored_state in FINAL_STATES and memory_state not in FINAL_STATES)
+
+
+def where_sql(clauses: list[str]) -> str:
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def filters(query: TaskQuery, *, states: bool = True) -> tuple[list[str], list[Any]]:
+    """``query``'s filters as SQL clauses and their parameters (``states``:
+    with its state filter; counts per state go without)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.states and states:
+        unknown = [s for s in query.states if s not in STATE_TO_STATUS]
+        if unknown:
+            raise InvalidQuery("unknown state", detail={"states": sorted(unknown)})
+        where.append("status = ANY(%s)")
+        params.append([STATE_TO_STATUS[s] for s in sorted(query.states)])
+    prefix = query.name_prefix
+    if prefix is not None:
+        if prefix:
+            where.append("task_name LIKE %s")
+            params.append(like_escaped(prefix) + "%")
+    elif query.name:
+        where.append("task_name = %s")
+        params.append(query.name)
+    for column, value in (("worker", query.worker), ("queue", query.queue)):
+        if value:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if query.search:
+        pattern = "%" + like_escaped(query.search) + "%"
+        where.append("(task_name ILIKE %s OR execution_id ILIKE %s OR args::text ILIKE %s "
+                     "OR kwargs::text ILIKE %s OR result::text ILIKE %s "
+                     "OR error ILIKE %s)")
+        params += [pattern] * 6
+    if query.since is not None:
+        where.append("first_seen_at >= to_timestamp(%s)")
+        params.append(float(query.since))
+    if query.until is not None:
+        where.append("first_seen_at < to_timestamp(%s)")
+        params.append(float(query.until))
+    return where, params
+
+
+def like_escaped(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern (backslash escapes)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def walks_descending(query: TaskQuery) -> bool:
+    """The direction rows are read in: the listing's, or against it for a
+    page before a cursor (``backward``)."""
+    descending = query.order != "asc"
+    return descending != (query.backward and query.cursor is not None)
+
+
+def page_rows(run: Query, query: TaskQuery, where: list[str], params: list[Any]) -> RowPage:
+    """One keyset page of the rows ``where`` selects: after ``query.cursor``,
+    or before it when ``query.backward``."""
+    keyset_where = list(where)
+    keyset_params = list(params)
+    walk_desc = walks_descending(query)
+    if query.cursor:
+        micros, task_id = decode_position(query.cursor)
+        keyset_where.append(
+            f"(first_seen_at, execution_id) {'<' if walk_desc else '>'} "
+            "(timestamptz 'epoch' + %s * interval '1 microsecond', %s)")
+        keyset_params += [micros, task_id]
+    direction = "DESC" if walk_desc else "ASC"
+    limit = max(1, min(int(query.limit), MAX_LIMIT))
+    rows = run(f"SELECT {EXECUTION_COLUMNS} FROM {EXECUTIONS}{where_sql(keyset_where)} "
+               f"ORDER BY first_seen_at {direction}, execution_id {direction} LIMIT %s",
+               [*keyset_params, limit + 1])
+    total = run(f"SELECT count(*) AS n FROM {EXECUTIONS}{where_sql(where)}", params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    backward = query.backward and query.cursor is not None
+    if backward:
+        rows.reverse()
+    return RowPage(rows=rows, total=int(total[0]["n"]),
+                   more_before=more if backward else query.cursor is not None,
+                   more_after=True if backward else more)
+
+
+def counts_by_state(run: Query, where: list[str], params: list[Any]) -> dict[str, int]:
+    """Rows per state (every state PostgreSQL has one of) for ``where``."""
+    rows = run(f"SELECT status, count(*) AS n FROM {EXECUTIONS}{where_sql(where)} "
+               "GROUP BY status", params)
+    return {STATUS_TO_STATE.get(r["status"], r["status"].upper()): int(r["n"]) for r in rows}
+
+
+class TaskListing:
+    """``GET /tasks`` and ``GET /tasks/counts`` over ``automation.job_executions``."""
+
+    def __init__(self, connection: Callable[[], Any]) -> None:
+        self._connection = connection       # Database.connection
+
+    def _run(self, sql: str, params: Any) -> list[dict[str, Any]]:
+        with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def page(self, query: TaskQuery) -> RowPage:
+        where, params = filters(query)
+        return page_rows(self._run, query, where, params)
+
+    def counts(self, query: TaskQuery) -> dict[str, int]:
+        where, params = filters(query, states=False)
+        return counts_by_state(self._run, where, params)
+
+    def snapshot(self, query: TaskQuery, memory: Mapping[str, str],
+                 counts: bool = False) -> Snapshot:
+        """For ``source=all``, in one read-only snapshot: which of the
+        ``memory`` tasks (id → memory's state) PostgreSQL agrees with, then
+        the page (or, with ``counts``, the counts per state) of the rows
+        that match ``query``, those it does not agree with left out."""
+        with self._connection() as conn, conn.transaction(), \
+                conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+            def run(sql: str, params: Any) -> list[dict[str, Any]]:
+                cur.execute(sql, params)
+                return cur.fetchall()
+
+            stored: dict[str, tuple[str, int]] = {}
+            if memory:
+                for row in run("SELECT execution_id, status, (extract(epoch FROM first_seen_at)"
+                               f" * 1000000)::bigint AS us FROM {EXECUTIONS} "
+                               "WHERE execution_id = ANY(%s)", (list(memory),)):
+                    stored[row["execution_id"]] = (
+                        STATUS_TO_STATE.get(row["status"], row["status"].upper()), row["us"])
+            differing = {task_id for task_id, state in memory.items()
+                         if task_id not in stored or not agrees(state, stored[task_id][0])}
+            where, params = filters(query, states=not counts)
+            if differing:
+                where.append("NOT (execution_id = ANY(%s))")
+                params.append(sorted(differing))
+            snapshot = Snapshot(stored=stored, differing=differing)
+            if counts:
+                snapshot.counts = counts_by_state(run, where, params)
+            else:
+                snapshot.page = page_rows(run, query, where, params)
+            return snapshot
+
