@@ -20,9 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from celery.utils.time import utcoffset
 
-from flower_ops.core.times import sender_timestamp
+from flower_ops.core.times import local_utcoffset_hours, sender_timestamp
 from flower_ops.core.transitions import Transition
 from sync_worker.backoff import Backoff, is_connection_error
 from sync_worker.events import transition_from_event
@@ -73,7 +72,7 @@ class EventConsumer:
     def _handle_kombu(self, event: dict[str, Any]) -> None:
         # Celery's EventReceiver shifted the timestamp by the sender's and our
         # UTC offsets' gap: put back what the sender stamped
-        timestamp = sender_timestamp(event, utcoffset())
+        timestamp = sender_timestamp(event, local_utcoffset_hours())
         if timestamp is not None:
             event["timestamp"] = timestamp
         self._handle_many([event])

@@ -160,3 +160,19 @@ def sender_timestamp(event: Mapping[str, Any], here_hours: float) -> float | Non
     except (KeyError, TypeError, ValueError):
         return None
     return timestamp + (offset - here_hours) * 3600
+
+
+_OFFSET_TTL_SECONDS = 60.0
+_offset_cache: list[float] = [-1.0, 0.0]     # [valid until (monotonic), hours]
+
+
+def local_utcoffset_hours() -> float:
+    """This process's UTC offset in hours as Celery counts it
+    (``celery.utils.time.utcoffset``: hours *west* of UTC, DST included),
+    recomputed at most once a minute: it is read for every event."""
+    now = time.monotonic()
+    if now >= _offset_cache[0]:
+        zone = time.altzone if time.localtime().tm_isdst else time.timezone
+        _offset_cache[1] = float(zone // 3600)
+        _offset_cache[0] = now + _OFFSET_TTL_SECONDS
+    return _offset_cache[1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.utils.time import utcoffset
 from flower.events import EventsState
 
 from flower_ops.core.payload import (
@@ -20,7 +19,7 @@ from flower_ops.core.payload import (
     is_exact_text,
     stock_event,
 )
-from flower_ops.core.times import sender_timestamp
+from flower_ops.core.times import local_utcoffset_hours, sender_timestamp
 
 HEAP_TRIM_FRACTION = 64
 
@@ -43,8 +42,10 @@ class IndexedEventsState(EventsState):
     _flower_ops_listeners: list[ChangeListener]
 
     def event(self, event: dict[str, Any]) -> Any:
-        if "utcoffset" in event and "local_received" in event:
-            event = epoch_timestamp(event)
+        offset = event.get("utcoffset")
+        if offset is not None and offset != local_utcoffset_hours() \
+                and "local_received" in event:
+            event = epoch_timestamp(event)      # the receiver shifted it: undo
         uuid = event.get("uuid")
         if uuid is None:
             return super().event(event)
@@ -80,7 +81,7 @@ class IndexedEventsState(EventsState):
 def epoch_timestamp(event: dict[str, Any]) -> dict[str, Any]:
     """``event`` with the ``timestamp`` its sender stamped (epoch seconds),
     undoing the shift Flower's ``EventReceiver`` applied (``times.sender_timestamp``)."""
-    timestamp = sender_timestamp(event, utcoffset())
+    timestamp = sender_timestamp(event, local_utcoffset_hours())
     if timestamp is None or timestamp == event.get("timestamp"):
         return event
     return {**event, "timestamp": timestamp}
