@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from importlib import resources
 
 from flower_ops.core import lifecycle
@@ -56,3 +57,29 @@ def test_the_page_gets_the_lifecycle_from_the_server() -> None:
     assert served["states"] == list(lifecycle.TASK_STATES)
     assert set(served["cancellable"]) == lifecycle.CANCELLABLE
     assert set(served["retryable"]) == lifecycle.RETRYABLE
+
+
+def test_a_task_a_worker_rejected_is_failure_in_memory_as_in_postgresql() -> None:
+    """Flower's memory calls it REJECTED; the row says failure (task-rejected →
+    FAILURE): the API, the index's filters and counts say FAILURE too."""
+    from flower.events import EventsState
+
+    from flower_ops.core.lifecycle import EVENT_STATES
+    from flower_ops.core.query import TaskQuery
+    from flower_ops.monitor.services.tasks import task_summary
+    from flower_ops.monitor.sources.task_index import TaskIndex
+
+    state = EventsState()
+    index = TaskIndex(state)
+    now = time.time()
+    # (after a task-received, Celery's state precedence keeps RECEIVED; the
+    # merged views take the row's FAILURE then, as for any missed outcome)
+    state.event({"type": "task-rejected", "uuid": "r1", "hostname": "w1",
+                 "timestamp": now, "local_received": now, "clock": 1})
+    assert state.tasks["r1"].state == "REJECTED"          # Flower's own view, untouched
+    summary = task_summary(state.tasks["r1"])
+    assert summary["state"] == "FAILURE" == EVENT_STATES["task-rejected"][0]
+    assert summary["failed"] == now
+    ids, total, _ = index.query(TaskQuery(states=frozenset({"FAILURE"})))
+    assert (ids, total) == (["r1"], 1)
+    assert index.count_by("state").get("FAILURE") == 1

@@ -99,6 +99,16 @@ _NUMBERED_STATES = frozenset({"PENDING", "RECEIVED"})
 Step = TypeVar("Step", bound=Mapping[str, Any])
 
 
+# Flower's own state for a task a worker refused (``task-rejected``): the API,
+# like the stored row (EVENT_STATES above), says FAILURE — it will not run
+_MEMORY_ONLY_STATES = {"REJECTED": "FAILURE"}
+
+
+def api_state(state: str) -> str:
+    """A state of Flower's memory as the API says it: one of TASK_STATES."""
+    return _MEMORY_ONLY_STATES.get(state, state)
+
+
 def history_stage(state: str) -> int:
     """PENDING 0, RECEIVED 1, STARTED 2; RETRY, every outcome and any other
     state a history may hold (Flower's REJECTED) 3."""

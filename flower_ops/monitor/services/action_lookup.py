@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from flower_ops.core.lifecycle import CANCELLABLE, RETRYABLE, further_state
+from flower_ops.core.lifecycle import CANCELLABLE, RETRYABLE, api_state, further_state
 from flower_ops.core.outcomes import NOT_FOUND, REJECTED
 from flower_ops.db.actions import ActionStore
 from flower_ops.monitor.sources.flower_state import task_arguments, task_queue
@@ -52,7 +52,7 @@ class Decision:
 def snapshot_from_memory(task: Any) -> TaskSnapshot:
     args, kwargs, exact = task_arguments(task)
     return TaskSnapshot(
-        id=task.uuid, state=task.state or "PENDING", name=getattr(task, "name", None),
+        id=task.uuid, state=api_state(task.state or "PENDING"), name=getattr(task, "name", None),
         args=args, kwargs=kwargs, args_exact=exact,
         queue=task_queue(task), routing_key=getattr(task, "routing_key", None),
         exchange=getattr(task, "exchange", None), source="memory")

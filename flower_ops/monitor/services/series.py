@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flower_ops.core.lifecycle import api_state
 from flower_ops.monitor.services.stats import percentile
 
 MINUTES = 1440
@@ -157,7 +158,7 @@ class SeriesRecorder:
     # -- feeding (IOLoop) ---------------------------------------------------------------
 
     def observe(self, uuid: str, old_state: str | None, task: Any) -> None:
-        state = task.state
+        state = api_state(task.state)
         if state not in ("SUCCESS", "FAILURE"):
             return
         failed = state == "FAILURE"

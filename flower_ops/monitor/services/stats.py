@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flower_ops.core.lifecycle import TASK_STATES
+from flower_ops.core.lifecycle import TASK_STATES, api_state
 from flower_ops.core.times import now_iso, with_times
 from flower_ops.monitor.sources.task_index import TaskIndex
 
@@ -40,7 +40,7 @@ class ThroughputTracker:
         self.finished = {"SUCCESS": 0, "FAILURE": 0}
 
     def observe(self, uuid: str, old_state: str | None, task: Any) -> None:
-        state = task.state
+        state = api_state(task.state)
         if state not in ("SUCCESS", "FAILURE"):
             return
         self.observed += 1

@@ -12,6 +12,7 @@ from flower_ops.core.lifecycle import (
     TASK_STATES,
     TIME_FIELD_STATES,
     TIMESTAMP_FIELDS,
+    api_state,
     in_lifecycle_order,
     outcome_times,
     with_one_outcome,
@@ -103,11 +104,12 @@ def _one_outcome(detail: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_summary(task: Any) -> dict[str, Any]:
+    state = api_state(task.state)
     args, kwargs, args_exact = task_arguments(task)
     summary = {
         "id": task.uuid,
         "name": task.name,
-        "state": task.state,
+        "state": state,
         "worker": task_worker(task),
         "queue": task_queue(task),
         "args": args,
@@ -119,8 +121,10 @@ def task_summary(task: Any) -> dict[str, Any]:
         "runtime": getattr(task, "runtime", None),
         "timestamp": getattr(task, "timestamp", None),
     }
-    summary.update(outcome_times(task.state, {field: getattr(task, field, None)
-                                              for field in TIMESTAMP_FIELDS}))
+    times = {field: getattr(task, field, None) for field in TIMESTAMP_FIELDS}
+    if task.state == "REJECTED":        # refused by a worker: failed then, as stored
+        times["failed"] = times.get("failed") or getattr(task, "rejected", None)
+    summary.update(outcome_times(state, times))
     return summary
 
 

@@ -1,7 +1,6 @@
 """Secondary indexes over Flower's tasks, kept up to date as events arrive.
 
-Flower's ``/api/tasks`` walks every task in memory for each request. We keep
-indexes instead, updated as events arrive:
+Flower's ``/api/tasks`` walks every task for each request; these indexes don't:
 
 * Per event we only note the task id as *dirty* (a set add). Flower's own
   per-event work is far larger, so the plugin's cost stays small.
@@ -27,6 +26,7 @@ from flower.events import EventsState
 from sortedcontainers import SortedList
 
 from flower_ops.core.errors import InvalidQuery
+from flower_ops.core.lifecycle import api_state
 from flower_ops.core.query import TaskQuery
 from flower_ops.monitor.sources.flower_state import (
     ChangeListener,
@@ -99,7 +99,7 @@ class TaskIndex:
         return {task_id: data[task_id] for task_id in ids if task_id in data}
 
     def _upsert(self, uuid: str, task: Any) -> None:
-        attrs = (task.state, task.name, task_worker(task), task_queue(task))
+        attrs = (api_state(task.state), task.name, task_worker(task), task_queue(task))
         old = self._attrs.get(uuid)
         if old == attrs:
             return
