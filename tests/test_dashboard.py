@@ -66,6 +66,15 @@ class Dashboard:
     def row(self, task_id: str) -> Any:
         return self.page.locator(f'#fo-tasks tr[data-task-id="{task_id}"]')
 
+    def confirm(self, *words: str) -> None:
+        """The confirmation names the task and the effect; confirm it."""
+        dialog = self.page.locator("#fo-confirm")
+        expect(dialog).to_be_visible()
+        for word in words:
+            expect(dialog).to_contain_text(word)
+        dialog.locator("[data-confirm]").click()
+        expect(dialog).to_be_hidden()
+
     def expect_state(self, task_id: str, state: str, timeout_ms: float = 30_000) -> None:
         expect(self.row(task_id)).to_have_attribute("data-state", state, timeout=timeout_ms)
 
@@ -146,8 +155,11 @@ def test_cancel_and_retry_from_the_buttons(dashboard: Dashboard) -> None:
     row = dashboard.row(running.id)
     expect(row.locator('[data-action="retry"]')).to_be_disabled()
     row.locator('[data-action="cancel"]').click()
+    dashboard.confirm(running.id, "terminated")
     dashboard.expect_state(running.id, "REVOKED")
     expect(dashboard.page.locator("#fo-notices")).to_contain_text(f"Cancelled {running.id}")
+    # the outcome is also told next to the button pressed
+    expect(row.locator(".fo-feedback")).to_contain_text(f"Cancelled {running.id}")
     expect(row.locator('[data-action="cancel"]')).to_be_disabled()
 
     row.locator('[data-action="retry"]').click()
@@ -159,6 +171,7 @@ def test_cancel_and_retry_from_the_buttons(dashboard: Dashboard) -> None:
     # the retry runs with the exact original arguments
     expect(dashboard.row(new_id).locator('[data-col="args"]')).to_contain_text("[60]")
     dashboard.row(new_id).locator('[data-action="cancel"]').click()
+    dashboard.confirm(new_id, "terminated")
     dashboard.expect_state(new_id, "REVOKED")
 
 
@@ -197,7 +210,7 @@ def test_task_data_is_rendered_as_text_never_as_markup(dashboard: Dashboard) -> 
     expect(row.locator('[data-col="args"]')).to_contain_text(XSS_FLAG)
     row.locator('[data-action="details"]').click()
     modal = dashboard.page.locator("#fo-details")
-    expect(modal.locator("pre").first).to_contain_text(XSS)
+    expect(modal.locator('[data-section="args"]')).to_contain_text(XSS)
     expect(modal).to_contain_text(XSS)  # in the result too
     assert dashboard.page.locator("#fo-app img").count() == 0
     assert dashboard.page.evaluate("window.__xss") is None

@@ -23,9 +23,13 @@ NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-inf
                                     ".mypy_cache", ".ruff_cache", ".pytest_cache", ".cache",
                                     ".flower-ops-demo", "results")
 PACKAGE_DATA = ("flower_ops/static/monitoring.js", "flower_ops/static/monitoring.css",
+                "flower_ops/static/console/core.js",
+                "flower_ops/static/vendor/uplot/uPlot.iife.min.js",
+                "flower_ops/static/vendor/uplot/LICENSE",
                 "flower_ops/templates/monitoring.html",
                 "flower_ops/db/migrations/0001_execution_history.sql",
-                "flower_ops/db/migrations/0002_trace_id.sql")
+                "flower_ops/db/migrations/0002_trace_id.sql",
+                "flower_ops/db/migrations/0003_finished_index.sql")
 TINY_APP = 'from celery import Celery\n\napp = Celery("tinyapp", broker="memory://")\n'
 
 

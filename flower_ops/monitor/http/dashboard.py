@@ -37,6 +37,14 @@ PAGE_TEMPLATE = "flower-ops-monitoring.html"
 OUR_TEMPLATES = {PAGE_TEMPLATE: "monitoring.html"}
 PAGE_PATH = "/monitoring"
 STATIC_PATH = "/monitoring/static"
+# The console's client-side routes: the server answers each with the same page
+VIEW_PATHS = (f"{PAGE_PATH}/?", f"{PAGE_PATH}/(?:tasks|workers|queues|names)/?",
+              f"{PAGE_PATH}/tasks/[^/]+/?")
+# Loaded in this order: the core first, the router (monitoring.js) last
+SCRIPTS = ("vendor/uplot/uPlot.iife.min.js", "console/core.js", "console/feed.js",
+           "console/actions.js", "console/rows.js", "console/overview.js",
+           "console/browser.js", "console/taskpage.js", "console/charts.js",
+           "console/fleet.js", "monitoring.js")
 # The lifecycle the page's script works with, from the one definition
 LIFECYCLE_JSON = json.dumps(lifecycle.as_json(), separators=(",", ":"))
 
@@ -142,10 +150,12 @@ def _content_security_policy(host: str) -> str:
 class MonitoringPage(FlowerBaseHandler):
     """``/monitoring``: behind Flower's own auth (basic auth or OAuth)."""
 
-    def initialize(self, *, api_base: str, static_base: str,
-                   snapshot_seconds: float) -> None:
+    def initialize(self, *, api_base: str, static_base: str, page_base: str,
+                   flower_base: str, snapshot_seconds: float) -> None:
         self.api_base = api_base
         self.static_base = static_base
+        self.page_base = page_base
+        self.flower_base = flower_base
         self.snapshot_seconds = snapshot_seconds
 
     @tornado.web.authenticated
@@ -156,6 +166,7 @@ class MonitoringPage(FlowerBaseHandler):
         self.set_header("Cache-Control", "no-store")
         self.render(PAGE_TEMPLATE, active_tab="monitoring",
                     ops_static=self._static, api_base=self.api_base,
+                    page_base=self.page_base, flower_base=self.flower_base, scripts=SCRIPTS,
                     snapshot_seconds=self.snapshot_seconds, lifecycle_json=LIFECYCLE_JSON,
                     lifecycle_states=lifecycle.TASK_STATES)
 
@@ -188,10 +199,11 @@ def part(*, settings: dict[str, Any], prefixed: Callable[[str], str],
     """The page and its static files; Flower's navbar gains the entry."""
     install_template_loader(settings, monitoring_href=prefixed(PAGE_PATH))
     page = {"api_base": prefixed(API_BASE), "static_base": prefixed(STATIC_PATH),
+            "page_base": prefixed(PAGE_PATH), "flower_base": prefixed(""),
             "snapshot_seconds": snapshot_seconds}
     return HttpPart(routes=[
-        (f"{PAGE_PATH}/?", MonitoringPage, page),
         (f"{STATIC_PATH}/(.*)", MonitoringStatic, {}),
+        *[(path, MonitoringPage, page) for path in VIEW_PATHS],
     ])
 
 

@@ -1,0 +1,196 @@
+/* Flower Ops console: the live feed (docs/live-feed.md) and the alerts it carries.
+ * Emits "snapshot", "tasks" (changed tasks, removed ids), "alerts" (the active list).
+ */
+(function () {
+  "use strict";
+  var FO = window.FO;
+  if (!FO) { return; }
+  var el = FO.el;
+
+  var SNAPSHOT_LIMIT = 100;
+  var BACKOFF_MIN_MS = 500;
+  var BACKOFF_MAX_MS = 10000;
+  var feed = FO.feed = {
+    ws: null, lastSeq: null, backoff: BACKOFF_MIN_MS, reconnectTimer: null, stopped: false,
+    filters: {}, alerts: new Map()
+  };
+
+  // Alerts in words, for people
+  FO.ALERT_WORDS = {
+    stuck_task: "Stuck task", orphaned_task: "Orphaned task", queue_backlog: "Queue backlog",
+    worker_offline: "Worker offline", worker_saturated: "Worker saturated"
+  };
+
+  function setConnection(kind, text) {
+    var label = document.getElementById("fo-conn");
+    var dot = document.getElementById("fo-conn-dot");
+    label.setAttribute("data-state", kind);
+    label.textContent = text;
+    dot.classList.toggle("status-dot-live", kind === "live");
+    dot.classList.toggle("status-dot-error", kind === "disconnected");
+  }
+
+  function connect() {
+    feed.reconnectTimer = null;
+    if (feed.stopped) { return; }
+    setConnection("connecting", "Connecting…");
+    FO.ready().then(openSocket).catch(function (error) {
+      setConnection("disconnected", "Disconnected — " + error.message);
+      scheduleReconnect();
+    });
+  }
+
+  function openSocket(token) {
+    var ws = new WebSocket(FO.WS_URL);
+    feed.ws = ws;
+    ws.onopen = function () {
+      var auth = { type: "auth", token: token, filters: feed.filters, limit: SNAPSHOT_LIMIT };
+      if (feed.lastSeq !== null) { auth.resume = feed.lastSeq; }
+      ws.send(JSON.stringify(auth));
+    };
+    ws.onmessage = function (event) {
+      var message;
+      try { message = JSON.parse(event.data); } catch (e) { return; }
+      if (typeof message.seq === "number") { feed.lastSeq = message.seq; }
+      handle(message);
+    };
+    ws.onclose = function (event) {
+      if (feed.ws !== ws) { return; }
+      feed.ws = null;
+      if (event.code === 4003) {
+        feed.stopped = true;
+        setConnection("disconnected", "Not allowed: your token lacks monitoring:read");
+        return;
+      }
+      if (event.code === 4001) { FO.token = null; }
+      setConnection("disconnected", "Disconnected — reconnecting…");
+      scheduleReconnect();
+    };
+  }
+
+  function scheduleReconnect() {
+    if (feed.reconnectTimer || feed.stopped) { return; }
+    // Capped exponential backoff with full jitter
+    var delay = Math.random() * feed.backoff + BACKOFF_MIN_MS / 2;
+    feed.backoff = Math.min(BACKOFF_MAX_MS, feed.backoff * 2);
+    feed.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function handle(message) {
+    switch (message.type) {
+      case "snapshot":
+        feed.backoff = BACKOFF_MIN_MS;
+        setConnection("live", "Live");
+        feed.alerts = new Map();
+        (message.alerts || []).forEach(function (a, i) { feed.alerts.set(a.id || String(i), a); });
+        renderAlertCount();
+        FO.emit("snapshot", message);
+        FO.emit("alerts", activeAlerts());
+        break;
+      case "tasks":
+        setConnection("live", "Live");
+        FO.emit("tasks", message.tasks || [], message.removed || []);
+        break;
+      case "alert":
+        applyAlert(message.event, message.alert || {});
+        break;
+      case "resumed":
+        feed.backoff = BACKOFF_MIN_MS;
+        setConnection("live", "Live");
+        break;
+      case "error":
+        FO.notice("warning", "Feed: " + FO.asText(message.error));
+        break;
+      default:
+        break;
+    }
+  }
+
+  FO.send = function (message) {
+    if (feed.ws && feed.ws.readyState === WebSocket.OPEN) {
+      feed.ws.send(JSON.stringify(message));
+    }
+  };
+  FO.subscribe = function (filters) {
+    feed.filters = filters;
+    FO.send({ type: "subscribe", filters: filters, limit: SNAPSHOT_LIMIT });
+  };
+  FO.on("token", function (token) {
+    // A fresh token on the open socket keeps it open past the old expiry
+    FO.send({ type: "auth", token: token });
+  });
+
+  function applyAlert(event, alert) {
+    var key = alert.id || (FO.asText(alert.kind) + ":" + FO.asText(alert.subject));
+    if (event === "resolved") { feed.alerts.delete(key); } else { feed.alerts.set(key, alert); }
+    renderAlertCount();
+    FO.emit("alerts", activeAlerts());
+  }
+
+  function activeAlerts() { return Array.from(feed.alerts.values()); }
+  FO.activeAlerts = activeAlerts;
+
+  // The task ids marked stuck or orphaned, for the rows
+  FO.taskMarks = function () {
+    var marks = {};
+    feed.alerts.forEach(function (a) {
+      var id = (a.details || {}).task_id || (/_task$/.test(a.kind || "") ? a.subject : null);
+      if (id) { marks[id] = a.kind === "orphaned_task" ? "orphaned" : "stuck"; }
+    });
+    return marks;
+  };
+
+  // The alert count, in the console's header on every view
+  function renderAlertCount() {
+    var n = feed.alerts.size;
+    var badge = document.getElementById("fo-alert-count");
+    badge.textContent = String(n);
+    badge.className = "badge rounded-pill " + (n ? "text-bg-danger" : "text-bg-secondary");
+    var link = document.getElementById("fo-alert-link");
+    link.title = n + " active alert" + (n === 1 ? "" : "s");
+    link.setAttribute("data-count", String(n));
+  }
+
+  // One alert, in words: what, since when, how bad, a link and an action
+  FO.alertItem = function (a) {
+    var severity = String(a.severity || "warning").toLowerCase();
+    var kind = severity === "critical" ? "danger" : severity === "info" ? "info" : "warning";
+    var item = el("div", "alert alert-" + kind + " fo-alert");
+    item.setAttribute("role", "alert");
+    item.setAttribute("data-alert", FO.asText(a.kind || a.id || ""));
+    var head = el("div", "fo-alert-head");
+    head.appendChild(el("strong", null, FO.ALERT_WORDS[a.kind] || FO.asText(a.kind || "Alert")));
+    head.appendChild(el("span", "badge text-bg-" + kind + " border", severity));
+    var since = el("span", "fo-alert-since", "since ");
+    since.appendChild(FO.timeEl(a.since, true));
+    head.appendChild(since);
+    item.appendChild(head);
+    item.appendChild(el("div", "fo-alert-message", FO.asText(a.message || "")));
+    var actions = el("div", "fo-alert-actions");
+    var d = a.details || {};
+    var taskId = d.task_id || (/_task$/.test(a.kind || "") ? a.subject : null);
+    if (taskId) {
+      actions.appendChild(FO.link("/tasks/" + encodeURIComponent(taskId), "Open task", "btn btn-sm btn-light"));
+      if (FO.cancelButton) { actions.appendChild(FO.cancelButton(taskId, d.task_name, "STARTED", item)); }
+    }
+    var worker = d.worker || (/^worker_/.test(a.kind || "") ? a.subject : null);
+    if (worker) {
+      actions.appendChild(FO.link("/workers" + FO.query({ name: worker }), "Open worker " + worker,
+        "btn btn-sm btn-light"));
+    }
+    var queue = d.queue || (/^queue_/.test(a.kind || "") ? a.subject : null);
+    if (queue) {
+      actions.appendChild(FO.link("/queues" + FO.query({ name: queue }), "Open queue " + queue,
+        "btn btn-sm btn-light"));
+    }
+    item.appendChild(actions);
+    return item;
+  };
+
+  window.addEventListener("pagehide", function () {
+    feed.stopped = true;
+    if (feed.ws) { feed.ws.close(1000); }
+  });
+
+  FO.connect = connect;
+}());
