@@ -505,3 +505,53 @@ def test_the_console_works_from_the_keyboard(console: Console, history: dict[str
     expect(page.locator("#fo-tz")).to_contain_text("local")
     page.keyboard.press("Enter")
     expect(page.locator("#fo-tz")).to_contain_text("UTC")
+
+
+def test_actions_work_from_the_keyboard_alone(console: Console, stack: Stack) -> None:
+    """Tab to an action, Enter to act, the outcome is announced next to it; a
+    second retry asks first, and Escape backs out of the confirmation."""
+    from testing.apps import automation
+
+    failed = automation.fail.delay("keyboard only").id
+    stack.wait_state(failed, "FAILURE")
+    page = console.page
+    console.open(f"/monitoring/tasks/{failed}")
+    retry = page.locator('#fo-details [data-action="retry"]').first
+    expect(retry).to_be_enabled()
+    page.locator("#fo-task-title").focus()
+    for _ in range(12):                      # Tab from the title until Retry has focus
+        if retry.evaluate("node => node === document.activeElement"):
+            break
+        page.keyboard.press("Tab")
+    assert retry.evaluate("node => node === document.activeElement"), "Tab never reached Retry"
+    page.keyboard.press("Enter")
+    # next to the action (and in the corner notice)
+    expect(page.locator("#fo-details .fo-feedback").filter(
+        has_text=re.compile(f"Retried {failed} as "))).to_be_visible()
+    new_ids = [t["id"] for t in stack.get_json("/tasks", limit=50)["tasks"]
+               if t["id"] != failed and t["name"] == "automation.fail"]
+    assert new_ids, "the retry reached the broker"
+
+    expect(retry).to_have_text("Retry again")
+    expect(retry).to_be_enabled()            # busy only while the request runs
+    retry.focus()                            # again: the task was retried already
+    page.keyboard.press("Enter")
+    dialog = page.locator("#fo-confirm")
+    again = page.locator('#fo-details [data-action="retry-again"]')
+    # the page asks at once when it knows of the earlier retry, else the API's
+    # 409 offers "Retry again" next to the button, which then asks
+    wait_for(lambda: dialog.is_visible() or again.count() > 0, message="retry again offered")
+    if not dialog.is_visible():
+        again.first.focus()
+        page.keyboard.press("Enter")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("again")
+    wait_for(lambda: page.evaluate(
+        "document.getElementById('fo-confirm').contains(document.activeElement)"),
+        message="focus inside the confirmation")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    time.sleep(1)                            # backing out sent nothing
+    assert len([t for t in stack.get_json("/tasks", limit=50)["tasks"]
+                if t["id"] != failed and t["name"] == "automation.fail"]) == len(new_ids)
+    assert console.problems == []

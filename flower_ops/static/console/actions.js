@@ -30,8 +30,16 @@
         modalEl.removeEventListener("hidden.bs.modal", hidden);
         resolve(answered);
       }
+      // keyboard users land on the safe choice: Enter keeps the task, Tab
+      // reaches the action, Escape closes
+      function shown() {
+        modalEl.removeEventListener("shown.bs.modal", shown);
+        var keep = modalEl.querySelector('[data-bs-dismiss="modal"].btn');
+        if (keep) { keep.focus(); }
+      }
       ok.addEventListener("click", yes);
       modalEl.addEventListener("hidden.bs.modal", hidden);
+      modalEl.addEventListener("shown.bs.modal", shown);
       modal.show();
     });
   };
@@ -121,6 +129,7 @@
         return null;
       }).then(function (result) {
         if (opts.button) { opts.button.removeAttribute("data-busy"); }
+        FO.emit("patch", { id: id });   // no longer busy: its buttons follow the task again
         FO.emit("acted", id);
         return result;
       });
@@ -157,6 +166,7 @@
           return null;
         }).then(function (result) {
           if (opts.button) { opts.button.removeAttribute("data-busy"); }
+          FO.emit("patch", { id: id });   // no longer busy: its buttons follow the task again
           FO.emit("acted", id);
           return result;
         });

@@ -144,6 +144,17 @@
     return (s / 3600).toFixed(1) + " h";
   };
   // Instants arrive as ISO 8601 in UTC with milliseconds; ms since the epoch or null
+  // A finished task's runtime: Celery's own (task-succeeded carries it), else,
+  // for a failure, the span from started to failed, both known (derived: true)
+  FO.runtimeOf = function (t) {
+    if (t.runtime !== null && t.runtime !== undefined) { return { seconds: t.runtime, derived: false }; }
+    var started = FO.instantMs(t.started), failed = FO.instantMs(t.failed);
+    if (t.state === "FAILURE" && started !== null && failed !== null && failed >= started) {
+      return { seconds: (failed - started) / 1000, derived: true };
+    }
+    return null;
+  };
+
   FO.instantMs = function (value) {
     if (value === null || value === undefined || value === "") { return null; }
     var ms = typeof value === "number" ? value * 1000 : Date.parse(value);

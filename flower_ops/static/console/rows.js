@@ -108,8 +108,12 @@
       FO.clear(cells.runtime);
       if (t.state === "STARTED" && t.started) {
         cells.runtime.appendChild(FO.elapsedEl(t.started));
-      } else if (t.runtime !== null && t.runtime !== undefined) {
-        cells.runtime.textContent = FO.fmtSeconds(t.runtime);
+      } else {
+        var took = FO.runtimeOf(t);
+        if (took) {
+          cells.runtime.textContent = FO.fmtSeconds(took.seconds);
+          if (took.derived) { cells.runtime.title = "from started to failed"; }
+        }
       }
       actions.update(t);
     };

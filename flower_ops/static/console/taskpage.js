@@ -107,6 +107,13 @@
     FIELDS.forEach(function (f) {
       if (!(f[0] in task)) { return; }
       var v = task[f[0]];
+      if (f[0] === "runtime" && (v === null || v === undefined)) {
+        var took = FO.runtimeOf(task);
+        if (took) {
+          tbody.appendChild(kvRow(f[0], f[1], FO.fmtSeconds(took.seconds) + " (from started to failed)"));
+          return;
+        }
+      }
       var text = v === null || v === undefined || v === "" ? "—"
         : f[0] === "runtime" ? FO.fmtSeconds(v)
           : typeof v === "boolean" ? (v ? "yes" : "no") : FO.asText(v);
@@ -156,8 +163,10 @@
       var when = el("td");
       when.appendChild(FO.timeEl(step.timestamp));
       tr.appendChild(when);
+      // a step reported earlier than the one before it (publisher and worker
+      // clocks differ) reads as a negative gap, not "+-8 ms"
       tr.appendChild(el("td", "fo-num text-end", prev === null || at === null ? "start"
-        : "+" + FO.fmtSeconds((at - prev) / 1000)));
+        : (at >= prev ? "+" : "−") + FO.fmtSeconds(Math.abs(at - prev) / 1000)));
       tr.appendChild(el("td", "fo-num text-end text-body-secondary", first === null || at === null ? ""
         : "at " + FO.fmtSeconds((at - first) / 1000)));
       var rest = [];
