@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str]) -> int:
-    code = subprocess.call([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *argv],
-                           cwd=ROOT)
+    # the slowest tests are listed at the end, to keep CI's time in view
+    code = subprocess.call([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                            "--durations=15", *argv], cwd=ROOT)
     if code != 0 or argv:
         return code
     compat = ROOT / "tests" / "flower_compat.py"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.no_services   # nothing here touches Redis or PostgreSQL
+
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("flower_ops", "sync_worker")
 MAX_MODULE_LINES = 360

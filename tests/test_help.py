@@ -20,6 +20,8 @@ from flower_ops.monitor.settings_help import MONITOR_SETTINGS
 from flower_ops.monitor.sources.inspect_log import INSPECTOR_LOGGER, quiet_inspect_before_workers
 from testing.paths import REPO_ROOT
 
+pytestmark = pytest.mark.no_services   # nothing here touches Redis or PostgreSQL
+
 DEV = str(REPO_ROOT / "dev")
 SETTING_NAMES = [setting.name for setting in MONITOR_SETTINGS]
 

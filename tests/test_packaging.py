@@ -18,6 +18,8 @@ import pytest
 
 from testing.paths import REPO_ROOT
 
+pytestmark = pytest.mark.no_services   # nothing here touches Redis or PostgreSQL
+
 # what a checkout has that a build neither needs nor may depend on
 NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__",
                                     ".mypy_cache", ".ruff_cache", ".pytest_cache", ".cache",
