@@ -35,7 +35,11 @@
         return vals.map(function (v) { return unit === "s" ? shortSeconds(v) : String(v); });
       } })],
       series: [{}].concat(series.map(function (s, i) {
+        // a series with only a few minutes of data (a monitor just started)
+        // draws its points too: one value alone would draw no line at all
+        var known = s.values.filter(function (v) { return v !== null && v !== undefined; }).length;
         return { label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: 1.5, spanGaps: false,
+          points: { show: known <= 5, size: 6 },
           value: function (u, v) { return v === null || v === undefined ? "—" : unit === "s" ? FO.fmtSeconds(v) : String(v); } };
       })),
       legend: { live: true }
