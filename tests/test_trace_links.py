@@ -89,6 +89,7 @@ def traced(stack: Stack) -> Iterator[tuple[str, str, str]]:
     yield task_id, trace_id, plain_id
 
 
+@pytest.mark.browser
 def test_the_page_links_to_the_trace(stack: Stack, traced: tuple[str, str, str],
                                      chromium_path: str) -> None:
     task_id, trace_id, _ = traced    # (before the test below restarts the monitor)

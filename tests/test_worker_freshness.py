@@ -180,6 +180,7 @@ READ_COUNTS = """() => {
 }"""
 
 
+@pytest.mark.browser
 def test_the_pages_running_is_the_sum_of_its_worker_cards_active(browser: Browser,
                                                                   stack: Stack) -> None:
     from testing.apps import automation

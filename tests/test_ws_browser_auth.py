@@ -174,6 +174,7 @@ def load_and_watch(context: BrowserContext, url: str) -> tuple[Page, PageLog]:
     return page, log
 
 
+@pytest.mark.browser
 def test_a_normal_load_connects_first_time_and_logs_nothing(browser: Browser,
                                                             stack: Stack) -> None:
     user, _, password = DEFAULT_BASIC_AUTH.partition(":")
@@ -186,6 +187,7 @@ def test_a_normal_load_connects_first_time_and_logs_nothing(browser: Browser,
         context.close()
 
 
+@pytest.mark.browser
 def test_the_page_works_when_its_url_carries_credentials(browser: Browser,
                                                          stack: Stack) -> None:
     port = stack.monitor.port

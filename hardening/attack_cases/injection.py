@@ -225,27 +225,28 @@ def _browse(t: Target, bypass_csp: bool) -> dict[str, Step]:
                && Array.from(document.querySelectorAll('[data-queue]'))
                  .some(e => e.getAttribute('data-queue') === queue)""",
             arg=[EVIL_HOSTNAME, EVIL_QUEUE])
-        record("grid", [payloads("args")[0], TASK_NAME, TASK_ID, EVIL_HOSTNAME, EVIL_QUEUE])
+        # (the grid shows ids short, the task page in full: checked there)
+        record("grid", [payloads("args")[0], TASK_NAME, EVIL_HOSTNAME, EVIL_QUEUE])
         for key, task in injected.items():
+            # the row's Details link opens the task's own page (/monitoring/tasks/{id})
             page.evaluate("""id => Array.from(document.querySelectorAll('#fo-tasks tr'))
                 .find(tr => tr.getAttribute('data-task-id') === id)
                 .querySelector('[data-action="details"]').click()""", task.task_id)
             page.wait_for_function(
-                """id => { const f = document.querySelector('#fo-details-body [data-field="id"]');
+                """id => { const f = document.querySelector('#fo-details [data-field="id"]');
                            return f && f.textContent === id; }""", arg=task.task_id)
-            record(f"details:{key}", task.texts, "#fo-details-body")
-            # Bootstrap ignores hide() while the modal is still fading in: ask until it goes
-            page.wait_for_function("""() => {
-                const modal = document.getElementById('fo-details');
-                if (getComputedStyle(modal).display === 'none') { return true; }
-                window.bootstrap.Modal.getOrCreateInstance(modal).hide();
-                return false;
-            }""", polling=200)
-        page.fill("#fo-filter-name", FILTER_TEXT)
-        page.click('#fo-filters button[type="submit"]')
+            record(f"details:{key}", task.texts, "#fo-details")
+            page.go_back()
+            page.wait_for_function(
+                """id => Array.from(document.querySelectorAll('#fo-tasks tr'))
+                     .some(tr => tr.getAttribute('data-task-id') === id)""", arg=task.task_id)
+        # the task browser's name filter, echoed in the URL, the summary and the feed
+        page.goto(f"{t.rsa.base_url}/monitoring/tasks")
+        page.fill("#fo-f-name", FILTER_TEXT)
+        page.click('#fo-browse-form button[type="submit"]')
         page.wait_for_timeout(1500)
         record("filter", [])
-        page.click("#fo-filter-reset")
+        page.click('#fo-browse-form button[type="reset"]')
         return steps
     finally:
         context.close()
