@@ -43,10 +43,21 @@ def test_workers_report_memory_counts_pool_and_heartbeat(redis_url: str,
             body = requests.get(f"{monitor.api}/workers", headers=headers, timeout=5).json()
             return {w["hostname"]: w for w in body["workers"]}
 
+        # /healthcheck answers before Flower's event receiver has bound its
+        # queue, and a task-started event published before that is lost (the
+        # worker's active count would stay 0): send the task once both
+        # workers' heartbeats have reached the monitor
+        def heard() -> bool:
+            table = workers()
+            return all((table.get(w.hostname) or {}).get("heartbeat_age_seconds") is not None
+                       for w in (instrumented, plain))
+
+        wait_for(heard, timeout_seconds=30, message="both workers' heartbeats")
         running = client_app.send_task("automation.sleep", args=(20,), queue="w-inst")
+        last: list[dict[str, Any]] = [{}]
 
         def ready() -> dict[str, Any] | None:
-            table = workers()
+            table = last[0] = workers()
             inst, other = table.get(instrumented.hostname), table.get(plain.hostname)
             if not inst or not other or inst["memory"]["kind"] != "rss" or inst["active"] != 1:
                 return None
@@ -56,7 +67,10 @@ def test_workers_report_memory_counts_pool_and_heartbeat(redis_url: str,
                 return None
             return table
 
-        table = wait_for(ready, timeout_seconds=40, message="probe replies and inspect stats")
+        try:
+            table = wait_for(ready, timeout_seconds=40, message="probe replies and inspect stats")
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}; last /workers: {last[0]}") from None
         inst = table[instrumented.hostname]
         assert inst["status"] == "online"
         assert 0 <= inst["heartbeat_age_seconds"] < 10
