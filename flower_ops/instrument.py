@@ -12,6 +12,9 @@ One call turns on what the monitor needs:
   ``result_extended``, the result backend keep the exact values a retry
   needs. The cost is one JSON encoding per publish of data Celery serializes
   anyway;
+* the message's workflow links (group, chain continuation, callbacks,
+  chord body) and the workflow it belongs to, in two fields of the
+  ``task-sent`` event (see ``core/canvas.py``);
 * the trace id of the message's W3C trace context (``traceparent``, when a
   tracing setup propagates one), in a field of the ``task-sent`` event;
 * a publish timestamp header (and the AMQP ``timestamp`` property), so the age
@@ -29,6 +32,13 @@ from typing import Any
 from celery import Celery, signals
 from celery.app.amqp import AMQP
 
+from flower_ops.core.canvas import (
+    CANVAS_FIELD,
+    RESUMES_HEADER,
+    WORKFLOW_FIELD,
+    canvas_of,
+    encode_canvas,
+)
 from flower_ops.core.payload import exact_fields, is_exact_text
 from flower_ops.core.trace import TRACE_ID_FIELD, TRACEPARENT_HEADER, trace_id_of
 
@@ -55,14 +65,30 @@ class ExactArgsAMQP(AMQP):
         message = super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
         if wanted and message.sent_event is not None:
             message.sent_event.update(exact_fields(args, kwargs) or {})
+        headers = message.headers
+        body = message.body
+        canvas = canvas_of(body[2] if isinstance(body, tuple) and len(body) == 3 else None,
+                           headers)
+        headers[WORKFLOW_FIELD] = self._workflow(task_id, headers, canvas)
         if message.sent_event is not None:
             message = message._replace(
-                sent_event=_SentEvent(message.sent_event, message.headers))
+                sent_event=_SentEvent(message.sent_event, headers, task_id, canvas))
         now = time.time()
         message.headers[PUBLISHED_AT_HEADER] = now
         # RabbitMQ's management API reports the head message's timestamp
         message.properties.setdefault("timestamp", int(now))
         return message
+
+
+    def _workflow(self, task_id: str, headers: dict[str, Any], canvas: dict[str, Any]) -> str:
+        """The publishing task's workflow, else the group's, else Celery's root."""
+        parent = self.app.current_worker_task
+        inherited = getattr(parent.request, WORKFLOW_FIELD, None) if parent else None
+        if isinstance(inherited, str) and inherited:
+            return inherited
+        if canvas.get("group") and not headers.get("parent_id"):
+            return str(canvas["group"])
+        return str(headers.get("root_id") or task_id)
 
 
 class _SentEvent(dict[str, Any]):
@@ -75,17 +101,30 @@ class _SentEvent(dict[str, Any]):
     is where the trace id is read. The event sent is a plain dict copy.
     """
 
-    __slots__ = ("_headers",)
+    __slots__ = ("_canvas", "_headers", "_task_id")
 
-    def __init__(self, fields: dict[str, Any], headers: dict[str, Any]) -> None:
+    def __init__(self, fields: dict[str, Any], headers: dict[str, Any], task_id: str,
+                 canvas: dict[str, Any]) -> None:
         super().__init__(fields)
         self._headers = headers
+        self._task_id = task_id
+        self._canvas = canvas
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         super().update(*args, **kwargs)
         trace_id = trace_id_of(self._headers.get(TRACEPARENT_HEADER))
         if trace_id is not None:
             self[TRACE_ID_FIELD] = trace_id
+        # the workflow as finally sent (a resume names it in its headers)
+        workflow = self._headers.get(WORKFLOW_FIELD)
+        canvas = self._canvas
+        resumes = self._headers.get(RESUMES_HEADER)
+        if isinstance(resumes, dict) and resumes:
+            canvas = {**canvas, "resumes": resumes}
+        if canvas:
+            self[CANVAS_FIELD] = encode_canvas(canvas)
+        if canvas or (workflow and workflow != self._task_id):
+            self[WORKFLOW_FIELD] = workflow
 
 
 def instrument(app: Celery, *, exact_args: bool = True) -> Celery:

@@ -38,7 +38,7 @@ class Transition:
 
 # Descriptive fields: the first known value sticks.
 STICKY_FIELDS = ("task_name", "queue", "routing_key", "exchange", "parent_id", "root_id",
-                 "eta", "expires", "trace_id")
+                 "eta", "expires", "trace_id", "workflow_id", "canvas")
 # Outcome fields: they belong to the status that carried them.
 OUTCOME_FIELDS = ("result", "error", "traceback", "runtime")
 
@@ -69,6 +69,8 @@ class TaskDelta:
     expires: float | None = None
     runtime: float | None = None
     trace_id: str | None = None
+    workflow_id: str | None = None
+    canvas: Any = None
     times: dict[str, float] = field(default_factory=dict)
     reconciled_at: float | None = None
 

@@ -47,6 +47,7 @@ def task_from_row(row: dict[str, Any]) -> dict[str, Any]:
         "runtime": row["runtime"],
         "parent_id": row["parent_id"],
         "root_id": row["root_id"],
+        "workflow_id": row["workflow_id"],
         "retry_of": row["retry_of"],
         "retried_as": row["retried_as"],
         "eta": _epoch(row["eta"]),

@@ -34,7 +34,8 @@ HISTORY_STAGING = "pg_temp.sync_history_staging"
 EXECUTION_COLUMNS = (
     "execution_id, task_name, status, status_at, worker_lost, args, kwargs, args_exact, "
     "result, error, traceback, worker, queue, routing_key, exchange, retries, retry_of, "
-    "retried_as, parent_id, root_id, eta, expires, runtime, trace_id, first_seen_at, "
+    "retried_as, parent_id, root_id, eta, expires, runtime, trace_id, workflow_id, canvas, "
+    "first_seen_at, "
     "updated_at, "
     + ", ".join(TIME_COLUMNS.values())
     + ", (extract(epoch FROM first_seen_at) * 1000000)::bigint AS first_seen_us"

@@ -24,6 +24,7 @@ from flower_ops.db.actions import ActionStore
 from flower_ops.db.history import PgHistory
 from flower_ops.db.insights import PgInsights
 from flower_ops.db.pool import Database
+from flower_ops.db.workflows import PgWorkflows
 from flower_ops.monitor.auth import RequestAuth, TokenAuthority
 from flower_ops.monitor.blocking import BlockingRunner
 from flower_ops.monitor.config import MonitorConfig
@@ -38,6 +39,7 @@ from flower_ops.monitor.http import api as api_http
 from flower_ops.monitor.http import dashboard as dashboard_http
 from flower_ops.monitor.http import insights as insights_http
 from flower_ops.monitor.http import openapi
+from flower_ops.monitor.http import workflows as workflows_http
 from flower_ops.monitor.http import ws as ws_http
 from flower_ops.monitor.http.base import API_BASE, ApiNotFound, HttpPart, Route
 from flower_ops.monitor.http.token import TokenPolicy
@@ -56,6 +58,8 @@ from flower_ops.monitor.services.stats import StatsService, ThroughputTracker
 from flower_ops.monitor.services.tasks import TaskQueryService
 from flower_ops.monitor.services.worker_arrivals import CHECK_INTERVAL_SECONDS, WorkerArrivals
 from flower_ops.monitor.services.workers import RunningTasks, WorkerService
+from flower_ops.monitor.services.workflow_actions import WorkflowActions
+from flower_ops.monitor.services.workflows import WorkflowIndex, WorkflowService
 from flower_ops.monitor.sources.broker import queue_source_for
 from flower_ops.monitor.sources.flower_tasks import FlowerTasks
 from flower_ops.monitor.sources.task_index import TaskIndex
@@ -89,6 +93,8 @@ class FlowerOps:
     health: HealthMonitor
     stats: StatsService
     insights: InsightsService
+    workflows: WorkflowService
+    workflow_actions: WorkflowActions
     actions: TaskActionService
     feed: LiveFeed
     routes: list[Route] = field(default_factory=list)
@@ -208,6 +214,11 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
             memory_states=flower_tasks.states, record_revoked=flower_tasks.record_revoked,
             run_blocking=blocking, confirm_seconds=config.cancel_confirm_seconds),
         run_blocking=blocking, max_tasks=config.bulk_max_tasks)
+    workflow_index = WorkflowIndex(index)
+    workflows = WorkflowService(index=index, workflows=workflow_index,
+                                stored=PgWorkflows(database) if database is not None else None,
+                                run_blocking=blocking)
+    workflow_actions = WorkflowActions(workflows=workflows, actions=actions, capp=capp)
     feed = LiveFeed(
         settings=FeedSettings(
             flush_seconds=config.ws_flush_seconds, snapshot_seconds=config.ws_snapshot_seconds,
@@ -226,6 +237,7 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
                      health.observe, feed.on_transition):
         index.observers.append(observer)
     index.change_listeners.append(health.forget_missing)
+    index.change_listeners.append(workflow_index.changed)
     index.change_listeners.append(feed.on_changes)
     if webhook is not None:
         alerts.subscribe(webhook.notify)
@@ -238,7 +250,8 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
         capabilities=capabilities, history=history, probe=probe, workers=workers,
         arrivals=arrivals,
         queues=queues, tasks=tasks, alerts=alerts, health=health, stats=stats,
-        insights=insights, actions=actions, feed=feed)
+        insights=insights, actions=actions, workflows=workflows,
+        workflow_actions=workflow_actions, feed=feed)
     ops.routes.extend(route_table(ops))
     return ops
 
@@ -257,6 +270,7 @@ def route_table(ops: FlowerOps) -> list[Route]:
         actions_http.part(auth=auth, actions=ops.actions, tasks=ops.tasks),
         alerts_http.part(auth=auth, health=ops.health),
         insights_http.part(auth=auth, insights=ops.insights),
+        workflows_http.part(auth=auth, workflows=ops.workflows, actions=ops.workflow_actions),
         ws_http.part(auth=auth, feed=ops.feed, allowed_origins=config.ws_allowed_origins),
         dashboard_http.part(settings=ops.flower.settings, prefixed=ops.prefixed,
                             snapshot_seconds=config.ws_snapshot_seconds),

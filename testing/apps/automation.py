@@ -61,3 +61,29 @@ def flaky(self, succeed_on: int = 2) -> int:  # type: ignore[no-untyped-def]
     if self.request.retries + 1 < succeed_on:
         raise self.retry(exc=RuntimeError(f"attempt {self.request.retries + 1} failed"))
     return self.request.retries
+
+
+# Canvas steps (workflow tests): a step adds to the running total and fails
+# while its flag file exists, so a test can break a chain at one step and
+# mend it before a retry.
+@app.task(name="automation.step")
+def step(total: int, add: int, fail_flag: str | None = None) -> int:
+    if fail_flag and Path(fail_flag).exists():
+        raise RuntimeError(f"step +{add} failed: {fail_flag} exists")
+    return total + add
+
+
+@app.task(name="automation.collect")
+def collect(results: list[object], marker: str | None = None) -> list[object]:
+    if marker:
+        with open(marker, "a", encoding="utf-8") as out:
+            out.write("ran\n")
+    return list(results)
+
+
+@app.task(name="automation.note_failure")
+def note_failure(task_id: str, marker: str | None = None) -> str:
+    if marker:
+        with open(marker, "a", encoding="utf-8") as out:
+            out.write(f"{task_id}\n")
+    return task_id

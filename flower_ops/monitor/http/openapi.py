@@ -13,7 +13,13 @@ import copy
 from typing import Any
 
 from flower_ops.core.lifecycle import TASK_STATES
-from flower_ops.monitor.http import schemas, schemas_actions, schemas_insights, schemas_system
+from flower_ops.monitor.http import (
+    schemas,
+    schemas_actions,
+    schemas_insights,
+    schemas_system,
+    schemas_workflows,
+)
 from flower_ops.monitor.http.params import MAX_LIMIT, MAX_TEXT, TASK_ID_MAX
 from flower_ops.monitor.http.schemas import ref
 
@@ -78,7 +84,7 @@ TASK_QUERY = [
 def _components() -> dict[str, Any]:
     found: dict[str, Any] = {}
     for part in (schemas.SCHEMAS, schemas_system.SCHEMAS, schemas_actions.SCHEMAS,
-                 schemas_insights.SCHEMAS):
+                 schemas_insights.SCHEMAS, schemas_workflows.SCHEMAS):
         found.update(part)
     return found
 

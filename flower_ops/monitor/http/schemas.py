@@ -102,6 +102,8 @@ _TASK_COMMON: dict[str, Schema] = {
 _TASK_STORED: dict[str, Schema] = {
     "traceback": N_STRING, "routing_key": N_STRING, "exchange": N_STRING,
     "parent_id": N_STRING, "root_id": N_STRING,
+    "workflow_id": with_description(N_STRING, "the workflow (chain, group, chord...) it "
+                                    "belongs to: GET /workflows/{root_id}"),
     "retry_of": with_description(N_STRING, "the task this one retries"),
     "retried_as": with_description(N_STRING, "the task that retried this one"),
     "eta": N_INSTANT, "expires": N_INSTANT,
@@ -141,7 +143,7 @@ TASK_DETAIL = closed({
     "source": _TASK_SOURCE,
 }, required=[*_TASK_COMMON, "traceback", "routing_key", "exchange", "eta", "expires",
              "parent_id", "root_id", "children", "history", "retry_of", "retried_as",
-             "trace_id", "trace_url", "source"],
+             "trace_id", "trace_url", "workflow_id", "source"],
     description="Everything known about one task (SPEC §3)")
 
 TASK_LIST = closed({

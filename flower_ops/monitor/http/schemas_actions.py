@@ -18,6 +18,7 @@ from flower_ops.monitor.http.schemas import (
     INTEGER,
     N_STRING,
     STRING,
+    STRINGS,
     TASK_STATE,
     Schema,
     closed,
@@ -78,6 +79,8 @@ BULK_ITEM = closed({
     "reason": REASON,
     "message": STRING,
     "detail": with_description(ANY_JSON, "outcome unavailable: the error's detail"),
+    "published": with_description(BOOLEAN, "false: a workflow step not sent yet, revoked "
+                                   "before it was"),
 }, required=["id", "outcome", "state"], description="One task of a bulk action")
 
 BULK_REPORT = closed({
@@ -96,6 +99,9 @@ AUDIT_DETAIL = nullable(closed({
     "previous_state": N_STATE, "new_id": STRING, "state": N_STATE,
     "reason": with_description(N_STRING, "refusal reason, or the error (unavailable)"),
     "detail": ANY_JSON,
+    "workflow": with_description(STRING, "the workflow a resume or workflow cancel acted on"),
+    "resume": with_description(STRING, "how the step was resumed: chain, chord, group, task"),
+    "continuation": with_description(STRINGS, "new ids of the steps sent after it"),
 }, required=[]))
 
 AUDIT_ENTRY = closed({

@@ -95,8 +95,11 @@ class CeleryGateway:
         return removed
 
     def publish(self, conn: Any, snap: TaskSnapshot, new_id: str, args: list[Any],
-                 kwargs: dict[str, Any]) -> None:
-        options: dict[str, Any] = {}
+                 kwargs: dict[str, Any], links: dict[str, Any] | None = None) -> None:
+        """Send ``snap``'s task again as ``new_id``; ``links`` are its workflow
+        options (chain, link, link_error, chord, group_id, root_id, headers...)
+        when a workflow step is resumed."""
+        options: dict[str, Any] = dict(links or {})
         if snap.queue:
             options["queue"] = snap.queue
         if snap.exchange:

@@ -6,6 +6,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from flower_ops.core.canvas import task_workflow
 from flower_ops.core.errors import NotConfigured, NotFound
 from flower_ops.core.lifecycle import (
     FINAL_STATES,
@@ -145,6 +146,7 @@ def task_detail(task: Any) -> dict[str, Any]:
         retry_of=None,
         retried_as=None,
         trace_id=clean_trace_id(getattr(task, TRACE_ID_FIELD, None)),
+        workflow_id=task_workflow(task),
         source="memory",
     )
     return detail
@@ -285,6 +287,7 @@ class TaskQueryService:
             for key in ("retry_of", "retried_as"):
                 detail[key] = stored.get(key)
             detail["trace_id"] = detail["trace_id"] or stored.get("trace_id")
+            detail["workflow_id"] = detail["workflow_id"] or stored.get("workflow_id")
             if not detail["args_exact"] and stored.get("args_exact"):
                 detail.update(args=stored["args"], kwargs=stored["kwargs"], args_exact=True)
             if detail["state"] not in FINAL_STATES and stored.get("state") in FINAL_STATES:

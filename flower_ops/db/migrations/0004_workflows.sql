@@ -1,0 +1,11 @@
+-- Workflows (Celery's canvas): the workflow a task belongs to and its links
+-- as published (group, chain continuation, callbacks, chord body), carried
+-- in the task-sent event by instrument(app); see flower_ops/core/canvas.py.
+-- The tree of a workflow is one indexed read: WHERE workflow_id = $1.
+ALTER TABLE automation.job_executions ADD COLUMN IF NOT EXISTS workflow_id text;
+ALTER TABLE automation.job_executions ADD COLUMN IF NOT EXISTS canvas jsonb;
+ALTER TABLE automation.job_executions_archive ADD COLUMN IF NOT EXISTS workflow_id text;
+ALTER TABLE automation.job_executions_archive ADD COLUMN IF NOT EXISTS canvas jsonb;
+CREATE INDEX IF NOT EXISTS job_executions_workflow_idx
+    ON automation.job_executions (workflow_id, first_seen_at)
+    WHERE workflow_id IS NOT NULL;

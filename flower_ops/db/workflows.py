@@ -1,0 +1,82 @@
+"""Workflows in PostgreSQL: a workflow's task rows (the tree's records) and
+the newest workflows. Blocking: call from an executor thread.
+
+The rows carry ``workflow_id`` and ``canvas`` (migration 0004), written by
+the sync worker from ``task-sent``; ``job_executions_workflow_idx`` makes
+both reads index scans.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from flower_ops.core.lifecycle import STATUS_TO_STATE, outcome_times
+from flower_ops.db.pool import Database
+from flower_ops.db.schema import EXECUTIONS, TIME_COLUMNS
+
+MAX_NODES = 20_000
+# what a tree node shows: no args, results or tracebacks
+_NODE_COLUMNS = ("execution_id, task_name, status, status_at, worker, queue, retries, "
+                 "runtime, error, parent_id, root_id, retry_of, retried_as, workflow_id, "
+                 "canvas, " + ", ".join(TIME_COLUMNS.values()))
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+class PgWorkflows:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def _query(self, sql: str, params: Any) -> list[dict[str, Any]]:
+        with self._db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def records(self, workflow_id: str) -> list[dict[str, Any]]:
+        """Every task row of the workflow (and the row whose id it is), as
+        the tree's records."""
+        rows = self._query(
+            f"SELECT {_NODE_COLUMNS} FROM {EXECUTIONS} WHERE workflow_id = %s "
+            f"UNION SELECT {_NODE_COLUMNS} FROM {EXECUTIONS} WHERE execution_id = %s "
+            f"LIMIT {MAX_NODES}", (workflow_id, workflow_id))
+        return [record_from_row(row) for row in rows]
+
+    def workflow_of(self, task_id: str) -> str | None:
+        rows = self._query(f"SELECT workflow_id FROM {EXECUTIONS} WHERE execution_id = %s",
+                           (task_id,))
+        return rows[0]["workflow_id"] if rows else None
+
+    def newest(self, before: tuple[float, str] | None, limit: int
+               ) -> list[tuple[str, float]]:
+        """Workflow ids with the time their first task was seen, newest first,
+        strictly before ``before`` (started, id)."""
+        having = ""
+        params: list[Any] = []
+        if before is not None:
+            having = ("HAVING (extract(epoch FROM min(first_seen_at)), workflow_id) "
+                      "< (%s::float8, %s)")
+            params = [before[0], before[1]]
+        rows = self._query(
+            f"SELECT workflow_id, min(first_seen_at) AS started FROM {EXECUTIONS} "
+            f"WHERE workflow_id IS NOT NULL GROUP BY workflow_id {having} "
+            f"ORDER BY started DESC, workflow_id DESC LIMIT %s", (*params, limit))
+        return [(r["workflow_id"], _epoch(r["started"]) or 0.0) for r in rows]
+
+
+def record_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    state = STATUS_TO_STATE.get(row["status"], str(row["status"]).upper())
+    record = {
+        "id": row["execution_id"], "name": row["task_name"], "state": state,
+        "worker": row["worker"], "queue": row["queue"], "retries": row["retries"],
+        "runtime": row["runtime"], "exception": row["error"],
+        "parent_id": row["parent_id"], "root_id": row["root_id"],
+        "retry_of": row["retry_of"], "retried_as": row["retried_as"],
+        "workflow_id": row["workflow_id"], "canvas": row["canvas"],
+    }
+    record.update(outcome_times(state, {name: _epoch(row[column])
+                                        for name, column in TIME_COLUMNS.items()}))
+    return record

@@ -1,0 +1,260 @@
+"""Workflows (Celery's canvas) as one tree: ``GET /workflows`` and
+``GET /workflows/{root_id}``.
+
+Memory: ``WorkflowIndex`` follows the task index's changes and keeps each
+workflow's task ids (``core/canvas.py`` says which workflow a task is in).
+PostgreSQL: ``db/workflows.py``. With both, a workflow's records are
+PostgreSQL's rows with memory laid over them, as for a task's detail
+(memory is newer, except that a final state the database holds wins over an
+open one memory still shows: the monitor missed the end), so a workflow
+finished before a restart is still there and a running one is current. The
+tree itself is ``core/workflow.py``'s, for every source.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from flower_ops.core.canvas import task_canvas, task_workflow
+from flower_ops.core.errors import InvalidQuery, NotFound
+from flower_ops.core.lifecycle import FINAL_STATES, TIMESTAMP_FIELDS, api_state, outcome_times
+from flower_ops.core.query import name_matches
+from flower_ops.core.times import iso, seconds
+from flower_ops.core.workflow import build_tree
+from flower_ops.db.workflows import PgWorkflows
+from flower_ops.monitor.sources.flower_state import task_queue, task_worker
+from flower_ops.monitor.sources.task_index import TaskIndex
+
+WORKFLOW_STATES = ("running", "succeeded", "failed", "cancelled")
+SOURCES = ("auto", "memory", "db")
+MAX_SCAN_ROUNDS = 20
+
+
+class WorkflowIndex:
+    """Workflow id → its task ids in Flower's memory; task id → workflow."""
+
+    def __init__(self, index: TaskIndex) -> None:
+        self.index = index
+        self.members: dict[str, set[str]] = {}
+        self.started: dict[str, float] = {}
+        self._of: dict[str, str] = {}
+        # the composition root makes ``changed`` a change listener of the index
+        self.changed(set(index.state.tasks.data.keys()))
+
+    def changed(self, ids: set[str]) -> None:
+        tasks = self.index.state.tasks.data
+        for task_id in ids:
+            task = tasks.get(task_id)
+            workflow = task_workflow(task) if task is not None else None
+            old = self._of.get(task_id)
+            if old == workflow:
+                continue
+            if old is not None:
+                self._leave(old, task_id)
+            if workflow is not None:
+                self._of[task_id] = workflow
+                self.members.setdefault(workflow, set()).add(task_id)
+                first = _first_time(task)
+                if first is not None and first < self.started.get(workflow, float("inf")):
+                    self.started[workflow] = first
+
+    def _leave(self, workflow: str, task_id: str) -> None:
+        self._of.pop(task_id, None)
+        members = self.members.get(workflow)
+        if members is not None:
+            members.discard(task_id)
+            if not members:
+                del self.members[workflow]
+                self.started.pop(workflow, None)
+
+    def workflow_of(self, task_id: str) -> str | None:
+        return self._of.get(task_id)
+
+    def records(self, workflow_id: str) -> list[dict[str, Any]]:
+        ids = set(self.members.get(workflow_id, ()))
+        ids.add(workflow_id)
+        tasks = self.index.state.tasks.data
+        return [memory_record(tasks[i]) for i in ids if i in tasks]
+
+
+def _first_time(task: Any) -> float | None:
+    times = [t for t in (getattr(task, f, None) for f in TIMESTAMP_FIELDS) if t]
+    return min(times) if times else getattr(task, "timestamp", None)
+
+
+def memory_record(task: Any) -> dict[str, Any]:
+    state = api_state(task.state)
+    times = {f: getattr(task, f, None) for f in TIMESTAMP_FIELDS}
+    if task.state == "REJECTED":
+        times["failed"] = times.get("failed") or getattr(task, "rejected", None)
+    return {
+        "id": task.uuid, "name": task.name, "state": state, "worker": task_worker(task),
+        "queue": task_queue(task), "retries": getattr(task, "retries", None),
+        "runtime": getattr(task, "runtime", None),
+        "exception": getattr(task, "exception", None),
+        "parent_id": getattr(task, "parent_id", None), "root_id": getattr(task, "root_id", None),
+        "retry_of": None, "retried_as": None, "workflow_id": task_workflow(task),
+        "canvas": task_canvas(task), **outcome_times(state, times),
+    }
+
+
+def merge_records(stored: list[dict[str, Any]], memory: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """PostgreSQL's rows with memory laid over them (see the module's doc)."""
+    merged = {r["id"]: r for r in stored}
+    for record in memory:
+        row = merged.get(record["id"])
+        if row is None:
+            merged[record["id"]] = record
+            continue
+        keep_stored = row["state"] in FINAL_STATES and record["state"] not in FINAL_STATES
+        combined = dict(row) if keep_stored else {
+            **record, **{k: row[k] for k in ("retry_of", "retried_as") if row.get(k)}}
+        combined["canvas"] = record.get("canvas") or row.get("canvas")
+        merged[record["id"]] = combined
+    return list(merged.values())
+
+
+_NODE_INSTANTS = ("sent", "started", "finished")
+
+
+def present_tree(tree: dict[str, Any], source: str) -> dict[str, Any]:
+    """Instants ISO 8601, durations rounded, as every answer has them."""
+    out = dict(tree)
+    out["started"], out["finished"] = iso(tree["started"]), iso(tree["finished"])
+    out["nodes"] = [{**n, **{k: iso(n[k]) for k in _NODE_INSTANTS},
+                     "runtime": seconds(n["runtime"])} for n in tree["nodes"]]
+    out["source"] = source
+    return out
+
+
+def summary_of(tree: dict[str, Any]) -> dict[str, Any]:
+    root = tree["nodes"][0] if tree["nodes"] else {}
+    return {k: tree[k] for k in ("root_id", "kind", "state", "failed_at", "counts",
+                                 "started", "finished", "source")} | {
+        "name": root.get("name"), "root_task_id": root.get("task_id")}
+
+
+class WorkflowService:
+    def __init__(self, *, index: TaskIndex, workflows: WorkflowIndex,
+                 stored: PgWorkflows | None,
+                 run_blocking: Callable[..., asyncio.Future[Any]]) -> None:
+        self.index = index
+        self.memory = workflows
+        self.stored = stored
+        self._run_blocking = run_blocking
+
+    def _source(self, source: str) -> str:
+        if source == "db" and self.stored is None:
+            raise InvalidQuery("source=db needs DATABASE_URL", {"parameter": "source"})
+        return source
+
+    async def records(self, workflow_id: str, source: str = "auto"
+                      ) -> tuple[list[dict[str, Any]], str]:
+        """The workflow's records and who gave them (memory, db, memory+db)."""
+        self.index.sync()
+        memory = self.memory.records(workflow_id) if source != "db" else []
+        if source == "memory" or self.stored is None:
+            return memory, "memory"
+        stored = await self._run_blocking(self.stored.records, workflow_id)
+        if source == "db" or not memory:
+            return stored, "db"
+        return merge_records(stored, memory), "memory+db" if stored else "memory"
+
+    async def resolve(self, some_id: str, source: str = "auto") -> str:
+        """The workflow ``some_id`` names: a workflow id, or any of its tasks' ids."""
+        self.index.sync()
+        if source != "db":
+            if some_id in self.memory.members:
+                return some_id
+            workflow = self.memory.workflow_of(some_id)
+            if workflow is not None:
+                return workflow
+        if source != "memory" and self.stored is not None:
+            workflow = await self._run_blocking(self.stored.workflow_of, some_id)
+            if workflow is not None:
+                return str(workflow)
+            if await self._run_blocking(self.stored.records, some_id):
+                return some_id
+        raise NotFound(f"unknown workflow {some_id}", {"root_id": some_id})
+
+    async def tree(self, some_id: str, source: str = "auto") -> dict[str, Any]:
+        """The raw tree (epoch times) of the workflow ``some_id`` names."""
+        source = self._source(source)
+        workflow_id = await self.resolve(some_id, source)
+        records, answered = await self.records(workflow_id, source)
+        if not records:
+            raise NotFound(f"unknown workflow {some_id}", {"root_id": some_id})
+        tree = build_tree(workflow_id, records)
+        tree["source"] = answered
+        return tree
+
+    async def get(self, some_id: str, source: str = "auto") -> dict[str, Any]:
+        tree = await self.tree(some_id, source)
+        return present_tree(tree, tree["source"])
+
+    async def listing(self, *, state: str | None, name: str | None, limit: int,
+                   cursor: str | None, source: str = "auto") -> dict[str, Any]:
+        """Workflows newest first (by their first task), filtered by overall
+        state and root name, ``limit`` per page, ``next`` the cursor."""
+        source = self._source(source)
+        self.index.sync()
+        before = _decode_cursor(cursor)
+        out: list[dict[str, Any]] = []
+        last: tuple[float, str] | None = before
+        exhausted = False
+        for _ in range(MAX_SCAN_ROUNDS):
+            candidates = await self._candidates(last, limit * 2, source)
+            if not candidates:
+                exhausted = True
+                break
+            for workflow_id, started in candidates:
+                last = (started, workflow_id)
+                records, answered = await self.records(workflow_id, source)
+                if not records:
+                    continue
+                tree = build_tree(workflow_id, records)
+                tree["source"] = answered
+                root = tree["nodes"][0] if tree["nodes"] else {}
+                if state and tree["state"] != state:
+                    continue
+                if name and not name_matches(name, root.get("name")):
+                    continue
+                out.append(summary_of(present_tree(tree, answered)))
+                if len(out) == limit:
+                    break
+            if len(out) == limit:
+                break
+        more = not exhausted and last is not None and len(out) == limit
+        return {"workflows": out, "next": _encode_cursor(last) if more else None}
+
+    async def _candidates(self, before: tuple[float, str] | None, limit: int, source: str
+                          ) -> list[tuple[str, float]]:
+        found: dict[str, float] = {}
+        if source != "db":
+            found = {workflow_id: started
+                     for workflow_id, started in self.memory.started.items()
+                     if before is None or (started, workflow_id) < before}
+        if source != "memory" and self.stored is not None:
+            for workflow_id, started in await self._run_blocking(
+                    self.stored.newest, before, limit):
+                found[workflow_id] = min(started, found.get(workflow_id, started))
+        ordered = sorted(found.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+        return ordered[:limit]
+
+
+def _encode_cursor(position: tuple[float, str] | None) -> str | None:
+    return None if position is None else f"{position[0]!r}|{position[1]}"
+
+
+def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if cursor is None:
+        return None
+    started, sep, workflow_id = cursor.partition("|")
+    try:
+        if not sep or not workflow_id:
+            raise ValueError(cursor)
+        return float(started), workflow_id
+    except ValueError:
+        raise InvalidQuery("invalid cursor", {"parameter": "cursor"}) from None
