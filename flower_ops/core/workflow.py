@@ -75,10 +75,11 @@ def build_tree(workflow_id: str, records: Iterable[Mapping[str, Any]]) -> dict[s
                            in (canvas.get("resumes") or {}).items()})
         if record.get("retried_as"):
             superseded[task_id] = record["retried_as"]
-    for record in known.values():
+    linked = {e["to"] for e in edges}
+    for record in sorted(known.values(), key=_order):
         parent = record.get("parent_id")
-        if parent in nodes and not any(e["to"] == record["id"] for e in edges):
-            edge(parent, record["id"], "child")
+        if parent in nodes and record["id"] not in linked:
+            edge(parent, record["id"], _link_kind(known.get(parent), record.get("name")))
     for old_id, new_id in superseded.items():
         if old_id in nodes and new_id in nodes:
             edge(old_id, new_id, "retry")
@@ -97,6 +98,19 @@ def build_tree(workflow_id: str, records: Iterable[Mapping[str, Any]]) -> dict[s
                                                      key=lambda kv: (kv[1] is None, kv[1]))]}
                    for g in groups.values()],
     }
+
+
+def _link_kind(parent: Mapping[str, Any] | None, name: str | None) -> str:
+    """How a task published by ``parent`` hangs off it: a link Celery sends
+    gets its id only then, so it is told by name among the parent's links."""
+    canvas = (parent or {}).get("canvas") or {}
+    failed = (parent or {}).get("state") == "FAILURE"
+    for key, kind in (("errbacks", "errback"), ("callbacks", "callback")):
+        if any(signature_name(s) == name for s in canvas.get(key) or ()):
+            if kind == "errback" and not failed:
+                continue
+            return kind
+    return "child"
 
 
 def _order(record: Mapping[str, Any]) -> tuple[float, str]:

@@ -8,24 +8,27 @@
  *   /monitoring/workers         workers (?name= opens one)
  *   /monitoring/queues          queues (?name= opens one)
  *   /monitoring/names           the task-name table
+ *   /monitoring/workflows       workflows (chains, groups, chords), newest first
+ *   /monitoring/workflows/{id}  a workflow's tree
  */
 (function () {
   "use strict";
   var FO = window.FO;
   if (!FO) { return; }
 
-  var VIEWS = ["overview", "tasks", "task", "workers", "queues", "names"];
+  var VIEWS = ["overview", "tasks", "task", "workers", "queues", "names", "workflows", "workflow"];
   var TITLES = { overview: "Overview", tasks: "Tasks", task: "Task", workers: "Workers",
-    queues: "Queues", names: "Task names" };
+    queues: "Queues", names: "Task names", workflows: "Workflows", workflow: "Workflow" };
+  var PARENT = { task: "tasks", workflow: "workflows" };
   var current = null;
 
   function match(path) {
     var rest = path.indexOf(FO.PAGE) === 0 ? path.slice(FO.PAGE.length) : path;
     rest = rest.replace(/\/+$/, "");
     if (rest === "") { return { view: "overview" }; }
-    var m = /^\/tasks\/([^/]+)$/.exec(rest);
-    if (m) { return { view: "task", id: decodeURIComponent(m[1]) }; }
-    m = /^\/(tasks|workers|queues|names)$/.exec(rest);
+    var m = /^\/(tasks|workflows)\/([^/]+)$/.exec(rest);
+    if (m) { return { view: m[1] === "tasks" ? "task" : "workflow", id: decodeURIComponent(m[2]) }; }
+    m = /^\/(tasks|workers|queues|names|workflows)$/.exec(rest);
     if (m) { return { view: m[1] }; }
     return { view: "overview" };
   }
@@ -36,7 +39,7 @@
       document.getElementById("fo-view-" + v).hidden = v !== r.view;
     });
     document.querySelectorAll("#fo-console-nav a[data-view]").forEach(function (a) {
-      var on = a.getAttribute("data-view") === r.view || (r.view === "task" && a.getAttribute("data-view") === "tasks");
+      var on = a.getAttribute("data-view") === r.view || a.getAttribute("data-view") === PARENT[r.view];
       a.classList.toggle("active", on);
       if (on) { a.setAttribute("aria-current", "page"); } else { a.removeAttribute("aria-current"); }
     });
@@ -48,6 +51,8 @@
       case "workers": FO.showWorkers(); break;
       case "queues": FO.showQueues(); break;
       case "names": FO.showNames(); break;
+      case "workflows": FO.showWorkflows(); break;
+      case "workflow": FO.showWorkflow(r.id); break;
       default: break;
     }
     if (focus && current !== null) {
@@ -103,6 +108,7 @@
 
   FO.initBrowser();
   FO.initNames();
+  FO.initWorkflows();
   renderZone();
   FO.route(false);
   FO.connect();

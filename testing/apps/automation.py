@@ -81,8 +81,11 @@ def collect(results: list[object], marker: str | None = None) -> list[object]:
     return list(results)
 
 
+# One positional parameter: Celery sends it as a task of its own when used as
+# an errback (link_error), with the failed task's id (a "new-style" errback,
+# one taking request, exc and traceback, runs inside the failing task instead)
 @app.task(name="automation.note_failure")
-def note_failure(task_id: str, marker: str | None = None) -> str:
+def note_failure(task_id: str, *, marker: str | None = None) -> str:
     if marker:
         with open(marker, "a", encoding="utf-8") as out:
             out.write(f"{task_id}\n")

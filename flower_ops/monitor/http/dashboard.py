@@ -38,13 +38,14 @@ OUR_TEMPLATES = {PAGE_TEMPLATE: "monitoring.html"}
 PAGE_PATH = "/monitoring"
 STATIC_PATH = "/monitoring/static"
 # The console's client-side routes: the server answers each with the same page
-VIEW_PATHS = (f"{PAGE_PATH}/?", f"{PAGE_PATH}/(?:tasks|workers|queues|names)/?",
-              f"{PAGE_PATH}/tasks/[^/]+/?")
+VIEW_PATHS = (f"{PAGE_PATH}/?", f"{PAGE_PATH}/(?:tasks|workers|queues|names|workflows)/?",
+              f"{PAGE_PATH}/(?:tasks|workflows)/[^/]+/?")
 # Loaded in this order: the core first, the router (monitoring.js) last
 SCRIPTS = ("vendor/uplot/uPlot.iife.min.js", "console/core.js", "console/feed.js",
            "console/actions.js", "console/rows.js", "console/overview.js",
            "console/browser.js", "console/taskpage.js", "console/charts.js",
-           "console/fleet.js", "monitoring.js")
+           "console/fleet.js", "console/workflows.js", "console/workflow.js",
+           "console/workflow_panel.js", "console/workflow_actions.js", "monitoring.js")
 # The lifecycle the page's script works with, from the one definition
 LIFECYCLE_JSON = json.dumps(lifecycle.as_json(), separators=(",", ":"))
 

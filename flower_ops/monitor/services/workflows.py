@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from flower_ops.core.canvas import task_canvas, task_workflow
+from flower_ops.core.canvas import signature_id, task_canvas, task_workflow
 from flower_ops.core.errors import InvalidQuery, NotFound
 from flower_ops.core.lifecycle import FINAL_STATES, TIMESTAMP_FIELDS, api_state, outcome_times
 from flower_ops.core.query import name_matches
@@ -39,6 +39,8 @@ class WorkflowIndex:
         self.members: dict[str, set[str]] = {}
         self.started: dict[str, float] = {}
         self._of: dict[str, str] = {}
+        # steps not sent yet, known from the links of the tasks before them
+        self._planned: dict[str, str] = {}
         # the composition root makes ``changed`` a change listener of the index
         self.changed(set(index.state.tasks.data.keys()))
 
@@ -54,6 +56,8 @@ class WorkflowIndex:
                 self._leave(old, task_id)
             if workflow is not None:
                 self._of[task_id] = workflow
+                for planned in _planned_ids(task):
+                    self._planned.setdefault(planned, workflow)
                 self.members.setdefault(workflow, set()).add(task_id)
                 first = _first_time(task)
                 if first is not None and first < self.started.get(workflow, float("inf")):
@@ -67,15 +71,23 @@ class WorkflowIndex:
             if not members:
                 del self.members[workflow]
                 self.started.pop(workflow, None)
+                for planned in [p for p, w in self._planned.items() if w == workflow]:
+                    del self._planned[planned]
 
     def workflow_of(self, task_id: str) -> str | None:
-        return self._of.get(task_id)
+        return self._of.get(task_id) or self._planned.get(task_id)
 
     def records(self, workflow_id: str) -> list[dict[str, Any]]:
         ids = set(self.members.get(workflow_id, ()))
         ids.add(workflow_id)
         tasks = self.index.state.tasks.data
         return [memory_record(tasks[i]) for i in ids if i in tasks]
+
+
+def _planned_ids(task: Any) -> list[str]:
+    canvas = task_canvas(task) or {}
+    signatures = [*(canvas.get("chain") or ()), canvas.get("chord")]
+    return [i for i in map(signature_id, signatures) if i]
 
 
 def _first_time(task: Any) -> float | None:

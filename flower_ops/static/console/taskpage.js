@@ -21,7 +21,7 @@
   var LINKS = [["parent_id", "Parent"], ["root_id", "Root (first of the workflow)"],
     ["retry_of", "Retry of"], ["retried_as", "Retried as"]];
   var SHOWN = ["args", "kwargs", "result", "exception", "traceback", "history", "children",
-    "trace_id", "trace_url"];
+    "trace_id", "trace_url", "workflow_id"];
 
   FO.showTask = function (id) {
     page.id = id;
@@ -67,6 +67,13 @@
     flower.href = FO.FLOWER + "/task/" + encodeURIComponent(task.id);
     flower.setAttribute("data-testid", "fo-flower-link");
     head.appendChild(flower);
+    if (task.workflow_id) {
+      // the chain, group or chord it is a step of, as one tree
+      var workflow = FO.link(FO.workflowPath(task.workflow_id), "Workflow", "btn btn-sm btn-outline-secondary");
+      workflow.setAttribute("data-testid", "fo-workflow-link");
+      workflow.title = "The workflow this task is a step of: " + task.workflow_id;
+      head.appendChild(workflow);
+    }
     body.appendChild(head);
     var fb = kept && kept.getAttribute("data-for") === task.id ? kept : el("div", "fo-task-feedback");
     fb.id = "fo-task-feedback";
