@@ -16,7 +16,7 @@ came back that the operation does not document.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -313,6 +313,8 @@ def test_every_operation_answers_as_documented(stack: Stack, seeded: Seeded,
              headers={"Content-Type": "application/json"})
         denied("POST", path, json={"ids": [seeded.ok]})
 
+    check_workflows(stack, checker, denied)
+
     time.sleep(0.5)   # audit records of the refusals are written after the answers
     audit = call("GET", "/audit", 200, api=api, token=full)
     assert audit["entries"], "audited actions"
@@ -358,6 +360,52 @@ def test_every_operation_answers_as_documented(stack: Stack, seeded: Seeded,
                   for status in op["responses"]}
     observed = {(answer.operation, answer.status) for answer in checker.answers}
     assert sorted(documented - observed) == [], "documented answers no call here produced"
+
+
+def check_workflows(stack: Stack, checker: Checker, denied: Callable[..., None]) -> None:
+    """A chain that failed (resumed, then nothing left to resume) and one
+    waiting in a queue nobody reads (cancelled, then nothing left to cancel)."""
+    from celery import chain
+
+    from testing.apps import automation
+
+    api, full, call = stack.api, stack.token, checker.call
+    broken = chain(automation.fail.si("workflow"), automation.add.si(1, 2)).apply_async()
+    parked = chain(automation.echo.si("waiting").set(queue="parked"),
+                   automation.add.si(1, 1)).apply_async()
+    failed, waiting = {"root_id": broken.parent.id}, {"root_id": parked.parent.id}
+    wait_for(lambda: stack.get(f"/workflows/{failed['root_id']}").json().get("state")
+             == "failed", timeout_seconds=30, message="the broken chain failed")
+    stack.wait_state(waiting["root_id"], "PENDING")
+
+    listing = call("GET", "/workflows", 200, api=api, token=full, params={"limit": "1"})
+    assert listing["next"], listing
+    call("GET", "/workflows", 200, api=api, token=full,
+         params={"cursor": listing["next"], "state": "running", "name": "automation.*"})
+    call("GET", "/workflows", 200, api=api, token=full, params={"source": "memory"})
+    call("GET", "/workflows", 400, api=api, token=full, params={"state": "bogus"})
+    call("GET", "/workflows", 400, api=api, token=full, params={"cursor": "nope"})
+    denied("GET", "/workflows")
+    one = "/workflows/{root_id}"
+    for values in (failed, waiting, {"root_id": broken.id}):
+        call("GET", one, 200, api=api, token=full, values=values)
+    call("GET", one, 200, api=api, token=full, values=failed, params={"source": "memory"})
+    call("GET", one, 400, api=api, token=full, values={"root_id": LONG_ID})
+    call("GET", one, 404, api=api, token=full, values={"root_id": "no-such"})
+    denied("GET", one, failed)
+
+    # the resumed chain fails again at once (automation.fail): the 409 of a
+    # retry is the waiting chain's (nothing failed), before it is cancelled
+    for action, target, refused in (("retry", failed, waiting), ("cancel", waiting, waiting)):
+        path = f"/workflows/{{root_id}}/{action}"
+        call("POST", path, 200, api=api, token=full, values=target, json={"dry_run": True})
+        call("POST", path, 400, api=api, token=full, values=target, json={"nope": 1})
+        call("POST", path, 200, api=api, token=full, values=target)
+        call("POST", path, 409, api=api, token=full, values=refused)
+        call("POST", path, 404, api=api, token=full, values={"root_id": "no-such"})
+        call("POST", path, 413, api=api, token=full, values=target, data=TOO_LARGE,
+             headers={"Content-Type": "application/json"})
+        denied("POST", path, target)
 
 
 def cancel_on_a_busy_worker(stack: Stack, checker: Checker) -> Any:
@@ -414,10 +462,14 @@ def check_unavailable(checker: Checker) -> None:
             ("POST", "/tasks/{task_id}/cancel", {}), ("POST", "/tasks/{task_id}/retry", {}),
             ("POST", "/tasks/bulk/cancel", {"json": {"ids": ["gone"]}}),
             ("POST", "/tasks/bulk/retry", {"json": {"ids": ["gone"]}}),
+            ("GET", "/workflows", {}), ("GET", "/workflows/{root_id}", {}),
+            ("POST", "/workflows/{root_id}/retry", {}),
+            ("POST", "/workflows/{root_id}/cancel", {}),
         ]
         with ThreadPoolExecutor(max_workers=len(calls)) as pool:
             futures = [pool.submit(checker.call, method, path, 503, api=monitor.api,
-                                   token=token, values={"task_id": "gone"}, **kwargs)
+                                   token=token, values={"task_id": "gone", "root_id": "gone"},
+                                   **kwargs)
                        for method, path, kwargs in calls]
             for future in futures:
                 future.result()

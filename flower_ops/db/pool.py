@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -64,14 +65,22 @@ class Database:
         self._opened = False
         self._migrated = False
         self._closed = False
+        self._failed: tuple[float, Unavailable] | None = None
 
     def open(self) -> None:
         """Open the pool and bring the schema up to date (once per process).
 
         Raises ``Unavailable`` when the database cannot be reached; the next
-        call (or the next ``connection()``) tries again.
+        call (or the next ``connection()``) tries again. Callers that waited
+        for the lock while an attempt failed get that answer at once rather
+        than each waiting out an attempt of their own (during an outage,
+        requests would otherwise queue for the pool's timeout each).
         """
+        asked = time.monotonic()
         with self._lock:
+            failed = self._failed
+            if failed is not None and failed[0] >= asked:
+                raise Unavailable(failed[1].message, failed[1].detail)
             if self._closed:
                 raise Unavailable("database closed", {"reason": "the process is stopping"})
             if not self._opened:
@@ -83,8 +92,11 @@ class Database:
                 with self._pool.connection(timeout=self._timeout) as conn:
                     migrate(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-                raise unavailable(exc) from exc
+                error = unavailable(exc)
+                self._failed = (time.monotonic(), error)
+                raise error from exc
             self._migrated = True
+            self._failed = None
 
     @property
     def ready(self) -> bool:

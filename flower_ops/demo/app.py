@@ -5,7 +5,9 @@ result backend) is ``REDIS_URL``, which ``flower-ops demo`` points at its
 embedded Redis. The jobs are fake but behave like real ones: most succeed,
 some fail with real exceptions and tracebacks, some retry with backoff, some
 are slow, one kind runs long enough to count as stuck, one spawns children,
-and one goes to a queue nobody consumes (a growing backlog).
+and one goes to a queue nobody consumes (a growing backlog). Workflows (a
+release chain that sometimes fails at its tests, security-scan chords) are
+sent by ``demo/workflows.py``.
 """
 from __future__ import annotations
 
@@ -183,6 +185,53 @@ def reindex_search(index: str, seconds: float = 150.0) -> dict[str, Any]:
 def archive_audit_logs(day_offset: int = 1) -> dict[str, Any]:
     """Routed to the "archive" queue, which no demo worker consumes."""
     return {"day_offset": day_offset}
+
+
+# Workflow steps (``demo/workflows.py`` sends them as chains and chords)
+
+@app.task(name="ops.build_release")
+def build_release(version: str) -> dict[str, Any]:
+    _work(0.3, 1.2)
+    return {"version": version, "artifact": f"registry.example.com/shop:{version}"}
+
+
+@app.task(name="ops.run_test_suite")
+def run_test_suite(build: dict[str, Any], suite: str) -> dict[str, Any]:
+    """One run in four fails, so the release chain stops here and can be resumed."""
+    _work(0.5, 2.0)
+    if random.random() < 0.25:
+        raise AssertionError(f"suite {suite!r} on {build['version']}: 3 of 412 tests failed "
+                             "(test_checkout_timeout, test_refund_rounding, test_cart_merge)")
+    return {**build, "tests": {suite: "passed"}}
+
+
+@app.task(name="ops.deploy_release")
+def deploy_release(build: dict[str, Any], environment: str) -> dict[str, Any]:
+    _work(0.5, 1.5)
+    return {**build, "deployed_to": [*build.get("deployed_to", []), environment]}
+
+
+@app.task(name="ops.verify_health")
+def verify_health(build: dict[str, Any], environment: str) -> dict[str, Any]:
+    _work(0.2, 0.8)
+    return {**build, "healthy": environment}
+
+
+@app.task(name="ops.notify_oncall")
+def notify_oncall(failed_task_id: str) -> str:
+    """A chain's errback: Celery sends it with the failed step's id."""
+    return f"paged on-call about {failed_task_id}"
+
+
+@app.task(name="ops.scan_host")
+def scan_host(host: str) -> dict[str, Any]:
+    _work(0.1, 1.0)
+    return {"host": host, "cves": random.randint(0, 4)}
+
+
+@app.task(name="ops.summarize_scan")
+def summarize_scan(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"hosts": len(results), "cves": sum(r["cves"] for r in results)}
 
 
 def seed(celery_app: Celery) -> list[str]:

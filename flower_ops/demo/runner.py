@@ -2,9 +2,10 @@
 
 Starts an embedded Redis (and, once the sync worker exists, an embedded
 PostgreSQL and ``sync-worker``), a Celery worker and beat running the demo app,
-and the monitor (``celery -A flower_ops.demo.app flower-ops``). Every child
-runs in its own process group, so stopping one also stops what it spawned
-(the worker's pool processes); nothing outlives the demo.
+the demo's workflow sender (``demo/workflows.py``) and the monitor (``celery -A
+flower_ops.demo.app flower-ops``). Every child runs in its own process group,
+so stopping one also stops what it spawned (the worker's pool processes);
+nothing outlives the demo.
 """
 from __future__ import annotations
 
@@ -170,6 +171,8 @@ class Demo:
                         "-n", "demo-worker@%h"]),
             ("beat", [*celery, "beat", "--loglevel=INFO",
                       f"--schedule={self.base_dir / 'celerybeat-schedule'}"]),
+            # canvases (chains, chords), which beat cannot send, now and then
+            ("workflows", [sys.executable, "-m", "flower_ops.demo.workflows"]),
             ("monitor", [*celery, "flower-ops", f"--port={port}", f"--address={self.args.address}",
                          f"--basic-auth={self.args.basic_auth}"]),
         ]
@@ -221,7 +224,7 @@ class Demo:
         # the monitor and beat first (no new work), then the worker (cold:
         # the demo's long jobs would hold a warm shutdown for minutes), then
         # the sync worker, which flushes what it has on SIGTERM
-        order = {"monitor": 0, "beat": 1, "worker": 2, "sync-worker": 3}
+        order = {"monitor": 0, "beat": 1, "workflows": 1, "worker": 2, "sync-worker": 3}
         for child in sorted(self.children, key=lambda c: order.get(c.name, 9)):
             child.stop(signal.SIGQUIT if child.name == "worker" else signal.SIGTERM)
         for server in (self.postgres, self.redis):

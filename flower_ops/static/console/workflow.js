@@ -113,8 +113,7 @@
     if (b !== null) { fact("Finished", FO.timeEl(data.finished)); }
     fact("Took", a === null ? "—" : b === null ? (data.state === "running" ? "running…" : "—")
       : FO.fmtSeconds(Math.max(0, b - a) / 1000));
-    var id = el("span", "fo-id", data.root_id);
-    fact("Workflow id", id);
+    fact("Workflow id", el("span", "fo-id", data.root_id));
     fact("Read from", data.source === "db" ? "PostgreSQL history" : data.source === "memory+db" ? "memory and PostgreSQL" : data.source);
     head.appendChild(dl);
   }
@@ -142,7 +141,11 @@
       });
     }
     var groupOf = new Map();
-    (data.groups || []).forEach(function (g) { g.members.forEach(function (m) { groupOf.set(m, g); }); });
+    // a chord's body, once sent, carries its header's group id: it is not a member
+    wf.groups = (data.groups || []).map(function (g) {
+      return Object.assign({}, g, { members: g.members.filter(function (m) { return m !== g.chord; }) });
+    }).filter(function (g) { return g.members.length > 1 || (g.chord && g.members.length); });   // a lone errback's "group" is no group
+    wf.groups.forEach(function (g) { g.members.forEach(function (m) { groupOf.set(m, g); }); });
     var columns = [], placed = new Set();
     data.nodes.forEach(function (n) {
       var g = groupOf.get(n.task_id);
@@ -294,7 +297,8 @@
     wrap.setAttribute("aria-label", "All " + members.length + " members, by group index");
     var frag = document.createDocumentFragment();
     members.forEach(function (n) {
-      var chip = el("button", "fo-wf-chip fo-wf-s-" + n.state + (n.published ? "" : " fo-wf-unsent"));
+      var chip = el("button", "fo-wf-chip fo-wf-s-" + n.state + (n.published ? "" : " fo-wf-unsent")
+        + (wf.data.failed_at === n.task_id ? " fo-wf-failed-at" : ""));
       chip.type = "button";
       chip.setAttribute("data-node-id", n.task_id);
       chip.setAttribute("data-state", n.state);
@@ -311,7 +315,7 @@
 
   function legend() {
     var box = el("p", "fo-wf-legend text-body-secondary fo-small");
-    box.appendChild(document.createTextNode("→ runs after · "));
+    box.appendChild(document.createTextNode("Arrows: runs after · "));
     box.appendChild(el("span", "fo-wf-legend-unsent", "dashed"));
     box.appendChild(document.createTextNode(" not sent yet (or never: a step before it failed) · ↻ a resumed run below the step it replaced · click a step for its details"));
     return box;
@@ -352,7 +356,5 @@
     if (!tasks.some(function (t) { return wf.byId.has(t.id); })) { return; }
     wf.feedTimer = setTimeout(function () { wf.feedTimer = null; if (visible()) { load(); } }, 1000);
   });
-  FO.on("timezone", function () {
-    FO.refreshTimes(document.getElementById("fo-view-workflow"));
-  });
+  FO.on("timezone", function () { FO.refreshTimes(document.getElementById("fo-view-workflow")); });
 }());

@@ -59,7 +59,7 @@
     }
     var id = el("span", "fo-id fo-wf-full-id", n.task_id);
     row("task_id", "Task id", id);
-    row("published", "Sent", n.published ? "yes" : "no (not sent)");
+    row("published", "Published", n.published ? "yes" : "no (not sent)");
     ["sent", "started", "finished"].forEach(function (k) {
       if (!n[k]) { row(k, k.charAt(0).toUpperCase() + k.slice(1), "—"); return; }
       var t = FO.timeEl(n[k]);
@@ -72,7 +72,9 @@
     row("retries", "Retries", n.retries);
     row("worker", "Worker", n.worker);
     row("queue", "Queue", n.queue);
-    if (n.group_id) { row("group", "Group", "#" + n.group_index + " of " + FO.shortId(n.group_id)); }
+    if (n.group_id && n.group_index !== null && n.group_index !== undefined) {
+      row("group", "Group member", "#" + n.group_index + " of group " + FO.shortId(n.group_id));
+    }
     panel.appendChild(dl);
     if (n.exception) {
       panel.appendChild(el("h3", "fs-6 mt-2", "Exception"));

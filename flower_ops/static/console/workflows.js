@@ -18,7 +18,7 @@
     b.setAttribute("data-workflow-state", wfState || "");
     return b;
   };
-  // "5 steps: 2 SUCCESS · 1 FAILURE · 2 not run" in the lifecycle's order
+  // "5 steps: 2 SUCCESS · 3 FAILURE", states in the lifecycle's order
   FO.workflowCounts = function (counts) {
     var by = (counts || {}).by_state || {};
     var order = FO.STATES.filter(function (s) { return by[s]; })
@@ -147,14 +147,14 @@
     };
   }
 
-  // The first page follows the feed: new and changing tasks refresh it, at most every 3 s
+  // The first page follows the feed: new and changing tasks refresh it, at most every 5 s
   FO.on("tasks", function (tasks) {
     if (!tasks.length || view.refreshTimer || document.getElementById("fo-view-workflows").hidden) { return; }
     if (view.params && view.params.cursor) { return; }
     view.refreshTimer = setTimeout(function () {
       view.refreshTimer = null;
       if (!document.getElementById("fo-view-workflows").hidden) { load(view.params || {}, true); }
-    }, 3000);
+    }, 5000);
   });
   FO.on("timezone", function () { FO.refreshTimes(document.getElementById("fo-wf-table")); });
 
