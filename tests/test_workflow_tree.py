@@ -104,3 +104,13 @@ def test_capture_keeps_links_as_sent_and_names_the_workflow() -> None:
     assert workflow_of("t", None, "r", None) == "r"
     assert workflow_of("t", None, "t", None) is None
     assert workflow_of("t", None, "t", {"group": "g"}) == "g"
+
+
+def test_a_sent_chord_body_is_not_a_member_of_its_header() -> None:
+    body = sig("body", "jobs.collect")
+    members = [record(f"m{i}", "SUCCESS", 1 + i, {"group": "g", "group_index": i,
+                                                   "chord": body}) for i in range(2)]
+    sent_body = record("body", "SUCCESS", 5, {"group": "g"}, name="jobs.collect")
+    tree = build_tree("g", [*members, sent_body])
+    assert tree["groups"] == [{"group_id": "g", "chord": "body", "members": ["m0", "m1"]}]
+    assert {n["task_id"]: n["group_id"] for n in tree["nodes"]}["body"] is None

@@ -237,3 +237,31 @@ def test_the_tree_after_a_monitor_restart_comes_from_postgresql(stack: Stack) ->
         (n["task_id"], n["state"]) for n in before["nodes"]]
     assert after["edges"] == before["edges"]
     assert stack.get(f"/workflows/{'0' * 36}").status_code == 404
+
+
+def test_a_task_retry_of_a_failed_chain_step_resumes_the_chain(stack: Stack,
+                                                               tmp_path: Path) -> None:
+    from testing.apps.automation import add, step
+
+    flag = tmp_path / "fail-step-2"
+    flag.touch()
+    result = chain(step.s(0, 1), step.s(2, fail_flag=str(flag)), step.s(3)).apply_async()
+    root, broken = result.parent.parent.id, result.parent.id
+    wait_tree(stack, root, "failed", total=3)
+    flag.unlink()
+    answer = stack.post(f"/tasks/{broken}/retry", {})
+    assert answer.status_code == 200, answer.text
+    resume = answer.json()["resume"]
+    assert (resume["outcome"], resume["workflow_id"], resume["kind"]) == (
+        "resumed", root, "chain")
+    [after] = resume["continuation"]
+    assert after["task_id"] == result.id
+    assert stack.app.AsyncResult(after["new_id"]).get(timeout=30) == 6
+    assert stack.post(f"/tasks/{broken}/retry", {}).status_code == 409   # already retried
+
+    alone = add.delay(1, "x")          # a TypeError, outside any workflow
+    stack.wait_state(alone.id, "FAILURE")
+    plain = stack.post(f"/tasks/{alone.id}/retry", {})
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["resume"] == {"outcome": "alone", "workflow_id": None, "kind": None,
+                                      "continuation": [], "reason": None}

@@ -85,6 +85,12 @@ def build_tree(workflow_id: str, records: Iterable[Mapping[str, Any]]) -> dict[s
             edge(old_id, new_id, "retry")
             nodes[old_id]["retried_as"] = new_id
             nodes[new_id]["retry_of"] = nodes[new_id].get("retry_of") or old_id
+    for entry in groups.values():
+        # a chord's body is sent with its header's group id: it is not a member
+        body_id = entry["chord"]
+        if body_id in entry["members"]:
+            del entry["members"][body_id]
+            nodes[body_id]["group_id"] = nodes[body_id]["group_index"] = None
     _mark_chain_failures(nodes, edges)
     ordered = _in_order(workflow_id, nodes, edges)
     return {

@@ -45,6 +45,11 @@ class PgWorkflows:
             f"LIMIT {MAX_NODES}", (workflow_id, workflow_id))
         return [record_from_row(row) for row in rows]
 
+    def exists(self, workflow_id: str) -> bool:
+        """Is ``workflow_id`` a workflow's id (a group's, with no row of its own)?"""
+        return bool(self._query(f"SELECT 1 FROM {EXECUTIONS} WHERE workflow_id = %s LIMIT 1",
+                                (workflow_id,)))
+
     def workflow_of(self, task_id: str) -> str | None:
         rows = self._query(f"SELECT workflow_id FROM {EXECUTIONS} WHERE execution_id = %s",
                            (task_id,))

@@ -19,6 +19,7 @@ from flower_ops.monitor.http.params import (
 )
 from flower_ops.monitor.services.actions import TaskActionService
 from flower_ops.monitor.services.tasks import TaskQueryService
+from flower_ops.monitor.services.workflow_actions import WorkflowActions
 
 BODY_KEYS = frozenset({"ids", "filters", "dry_run", "force", "limit"})
 FILTER_KEYS = frozenset({"state", "name", "worker", "queue", "search", "since", "until",
@@ -120,14 +121,21 @@ class CancelHandler(ActionHandler):
 
 
 class RetryHandler(ActionHandler):
+    """A failed workflow step is resumed (``WorkflowActions.retry_task``)."""
+
+    def initialize(self, *, auth: RequestAuth,  # type: ignore[override]
+                   actions: TaskActionService, workflows: WorkflowActions) -> None:
+        super().initialize(auth=auth, actions=actions)
+        self.workflows = workflows
+
     async def post(self, task_id: str) -> None:
         task_id = check_task_id(task_id)
         body = self.json_body()
         unknown = sorted(set(body) - {"force"})
         if unknown:
             raise InvalidQuery("unknown field(s)", {"unknown": unknown, "allowed": ["force"]})
-        self.write_json(await self.actions.retry(task_id, subject=self.principal.subject,
-                                                 force=_bool(body, "force")))
+        self.write_json(await self.workflows.retry_task(
+            task_id, subject=self.principal.subject, force=_bool(body, "force")))
 
 
 class BulkActionHandler(ActionHandler):
@@ -177,7 +185,8 @@ class AuditHandler(ActionHandler):
             before_id=before_id, limit=limit))
 
 
-def part(*, auth: RequestAuth, actions: TaskActionService, tasks: TaskQueryService) -> HttpPart:
+def part(*, auth: RequestAuth, actions: TaskActionService, tasks: TaskQueryService,
+         workflows: WorkflowActions) -> HttpPart:
     """Cancel, retry (one task or many) and the audit log."""
     kwargs = {"auth": auth, "actions": actions}
     return HttpPart(
@@ -186,7 +195,8 @@ def part(*, auth: RequestAuth, actions: TaskActionService, tasks: TaskQueryServi
             (f"{API_BASE}/tasks/bulk/(cancel|retry)/?", BulkActionHandler,
              {**kwargs, "tasks": tasks}),
             (f"{API_BASE}/tasks/([^/]+)/cancel/?", CancelHandler, kwargs),
-            (f"{API_BASE}/tasks/([^/]+)/retry/?", RetryHandler, kwargs),
+            (f"{API_BASE}/tasks/([^/]+)/retry/?", RetryHandler,
+             {**kwargs, "workflows": workflows}),
             (f"{API_BASE}/audit/?", AuditHandler, kwargs),
         ],
         openapi_paths=openapi_paths(max_tasks=actions.max_tasks))

@@ -62,6 +62,19 @@ RETRY_ANSWER = closed({
     "name": STRING,
     "queue": N_STRING,
     "audit": AUDIT_WHERE,
+    "resume": closed({
+        "outcome": {"type": "string", "enum": ["resumed", "alone"],
+                    "description": "resumed: a failed workflow step sent with what followed "
+                                   "it (POST /workflows/{root_id}/retry for that step); "
+                                   "alone: retried by itself"},
+        "workflow_id": with_description(N_STRING, "the workflow the task is in"),
+        "kind": nullable({"type": "string", "enum": ["chain", "chord", "group", "task"]}),
+        "continuation": {"type": "array", "items": closed(
+            {"task_id": N_STRING, "new_id": STRING, "name": N_STRING}),
+            "description": "the steps that run after it (new ids)"},
+        "reason": with_description(N_STRING, "a workflow step retried alone: why it could "
+                                   "not be resumed"),
+    }),
 }, description="POST /tasks/{task_id}/retry")
 
 BULK_ITEM = closed({

@@ -16,7 +16,8 @@ from flower_ops.monitor.http.params import (
     parse_int,
 )
 from flower_ops.monitor.http.schemas import ref
-from flower_ops.monitor.services.workflow_actions import WorkflowActions, WorkflowCancel
+from flower_ops.monitor.services.workflow_actions import WorkflowActions
+from flower_ops.monitor.services.workflow_cancel import WorkflowCancel
 from flower_ops.monitor.services.workflows import SOURCES, WORKFLOW_STATES, WorkflowService
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200

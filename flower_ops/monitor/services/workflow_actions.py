@@ -30,7 +30,7 @@ from typing import Any
 from celery import states
 
 from flower_ops.core.canvas import RESUMES_HEADER, WORKFLOW_FIELD, is_simple, signature_id
-from flower_ops.core.errors import Conflict
+from flower_ops.core.errors import Conflict, NotFound
 from flower_ops.core.lifecycle import FINAL_STATES
 from flower_ops.core.outcomes import RETRIED
 from flower_ops.core.workflow import build_tree
@@ -75,6 +75,46 @@ class WorkflowActions:
         done = await self.actions._run_blocking(self._send, workflow_id, plans, subject)
         return {"root_id": workflow_id, "dry_run": False, "resumed": done,
                 "audit": self.actions.audit.where}
+
+    async def retry_task(self, task_id: str, *, subject: str, force: bool) -> dict[str, Any]:
+        """``POST /tasks/{task_id}/retry``: a failed step of a workflow is
+        resumed (sent with its continuation, as the workflow's retry does for
+        it); any other task, or a step that cannot be resumed safely, is
+        retried alone, and ``resume`` says which and why."""
+        resumed, workflow_id, reason = await self._resume_one(task_id, subject, force)
+        if resumed is not None:
+            return resumed
+        answer = await self.actions.retry(task_id, subject=subject, force=force)
+        return {**answer, "resume": {"outcome": "alone", "workflow_id": workflow_id,
+                                     "kind": None, "continuation": [], "reason": reason}}
+
+    async def _resume_one(self, task_id: str, subject: str, force: bool
+                          ) -> tuple[dict[str, Any] | None, str | None, str | None]:
+        try:
+            workflow_id, records, tree = await self._state(task_id)
+        except NotFound:
+            return None, None, None
+        node = next((n for n in tree["nodes"] if n["task_id"] == task_id), None)
+        if node is None or node["state"] != "FAILURE" or node.get("retried_as") \
+                or task_id not in records:
+            return None, workflow_id, None
+        snapshots = await self.actions.lookup.snapshots([task_id], need_exact_args=True)
+        decision = self.actions.lookup.decide("retry", task_id, snapshots.get(task_id), force)
+        if decision.outcome != "allowed":
+            return None, workflow_id, None     # the task retry's own answer (409...)
+        plans, refusals = self._plan(workflow_id, [node], records, tree, snapshots)
+        if refusals:
+            return None, workflow_id, str(refusals[0]["reason"])
+        [plan] = plans
+        await self.actions._run_blocking(self._send, workflow_id, plans, subject)
+        snap, new_id, _ = next(m for m in plan["members"] if m[0].id == task_id)
+        return ({"id": task_id, "outcome": RETRIED, "state": snap.state,
+                 "previous_state": snap.state, "new_id": new_id, "new_state": "PENDING",
+                 "retried_as": new_id, "name": snap.name, "queue": snap.queue,
+                 "audit": self.actions.audit.where,
+                 "resume": {"outcome": "resumed", "workflow_id": workflow_id,
+                            "kind": plan["kind"], "continuation": plan["continuation"],
+                            "reason": None}}, workflow_id, None)
 
     def _plan(self, workflow_id: str, failed: list[dict[str, Any]],
               records: dict[str, dict[str, Any]], tree: dict[str, Any],
@@ -144,6 +184,13 @@ class WorkflowActions:
                     "retry once every member has ended"}
         if body_id in nodes and nodes[body_id]["published"]:
             return {"task_id": first, "reason": "the chord's body already ran"}
+        still_failed = {n["task_id"] for n in tree["nodes"] if n["task_id"] in
+                        {m["id"] for m in members} and n["state"] == "FAILURE"
+                        and not n.get("retried_as")}
+        if still_failed - {n["task_id"] for n in failed}:
+            return {"task_id": first, "reason": "other members of the chord failed too: "
+                    "POST /workflows/{root_id}/retry resumes them together, so the body "
+                    "runs once with every result"}
         backend = self.capp.backend
         if not (hasattr(backend, "get_key_for_group") and hasattr(backend, "client")
                 and getattr(backend, "_chord_zset", False)):
@@ -225,74 +272,6 @@ class WorkflowActions:
             if backend.expires:
                 pipe.expire(jkey, backend.expires).expire(skey, backend.expires)
             pipe.execute()
-
-
-class WorkflowCancel:
-    """Cancel every node of a workflow that has not finished: the published
-    ones as ``POST /tasks/cancel`` does (answered with what happened), the
-    steps not published yet by revoking their ids before they are sent
-    (markers and broadcast: a worker receiving one discards it), their rows
-    written cancelled and audited."""
-
-    def __init__(self, actions: WorkflowActions) -> None:
-        self.owner = actions
-
-    async def cancel(self, some_id: str, *, subject: str, dry_run: bool) -> dict[str, Any]:
-        owner = self.owner
-        workflow_id, _, tree = await owner._state(some_id)
-        open_nodes = [n for n in tree["nodes"] if n["state"] not in FINAL_STATES]
-        published = [n["task_id"] for n in open_nodes if n["published"]]
-        planned = [n for n in open_nodes if not n["published"]]
-        if not open_nodes:
-            raise Conflict("nothing to cancel: every step has ended",
-                           {"root_id": workflow_id, "state": tree["state"],
-                            "reason": "workflow_ended"})
-        if dry_run:
-            report = await owner.actions.run("cancel", published, subject=subject,
-                                             dry_run=True) if published else {"results": []}
-            results = report["results"] + [
-                {"id": n["task_id"], "outcome": "would_cancel", "state": "PENDING",
-                 "name": n["name"], "published": False} for n in planned]
-            return _cancel_answer(workflow_id, True, results, owner.actions.audit.where)
-        results = []
-        if planned:
-            results += await owner.actions._run_blocking(
-                self._revoke_planned, workflow_id, planned, subject)
-        if published:
-            report = await owner.actions.run("cancel", published, subject=subject)
-            results += report["results"]
-        return _cancel_answer(workflow_id, False, results, owner.actions.audit.where)
-
-    def _revoke_planned(self, workflow_id: str, planned: list[dict[str, Any]],
-                        subject: str) -> list[dict[str, Any]]:
-        actions = self.owner.actions
-        ids = [n["task_id"] for n in planned]
-        actions.gateway.revoke(ids)
-        at = time.time()
-        with actions._transaction() as tx:
-            for node in planned:
-                if tx is not None:
-                    tx.mark_cancelled(task_id=node["task_id"], at=at, subject=subject,
-                                      name=node["name"], args=None, kwargs=None,
-                                      args_exact=False, queue=None, routing_key=None,
-                                      exchange=None)
-            actions.audit.within(tx, [AuditRecord(subject, "cancel", n["task_id"], "cancelled",
-                                                  {"workflow": workflow_id,
-                                                   "reason": "not_published",
-                                                   "previous_state": "PENDING"})
-                                      for n in planned])
-        return [{"id": n["task_id"], "outcome": "cancelled", "state": "REVOKED",
-                 "previous_state": "PENDING", "name": n["name"], "published": False}
-                for n in planned]
-
-
-def _cancel_answer(workflow_id: str, dry_run: bool, results: list[dict[str, Any]],
-                   audit: str) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for result in results:
-        counts[result["outcome"]] = counts.get(result["outcome"], 0) + 1
-    return {"root_id": workflow_id, "dry_run": dry_run, "counts": counts,
-            "results": results, "audit": audit}
 
 
 def _unsafe(snap: TaskSnapshot | None, canvas: dict[str, Any]) -> str | None:

@@ -187,7 +187,7 @@ class WorkflowService:
             workflow = await self._run_blocking(self.stored.workflow_of, some_id)
             if workflow is not None:
                 return str(workflow)
-            if await self._run_blocking(self.stored.records, some_id):
+            if await self._run_blocking(self.stored.exists, some_id):
                 return some_id
         raise NotFound(f"unknown workflow {some_id}", {"root_id": some_id})
 

@@ -188,7 +188,7 @@
         column.appendChild(arrow);
       }
       var stack = el("div", "fo-wf-stack");
-      col.forEach(function (item) { stack.appendChild(item.group ? groupBlock(item.group, data) : card(item.node, data, false)); });
+      col.forEach(function (item) { stack.appendChild(item.group ? groupBlock(item.group, data) : card(item.node, data, false, index)); });
       column.appendChild(stack);
       row.appendChild(column);
     });
@@ -207,7 +207,7 @@
     return kinds;
   }
 
-  function card(n, data, inGroup) {
+  function card(n, data, inGroup, column) {
     var b = el("button", "fo-wf-node fo-wf-s-" + n.state + (inGroup ? " fo-wf-member" : ""));
     b.type = "button";
     b.setAttribute("data-node-id", n.task_id);
@@ -217,9 +217,8 @@
     var top = el("span", "fo-wf-node-top");
     top.appendChild(FO.badge(n.state));
     if (!n.published) { top.appendChild(el("span", "fo-wf-tag fo-wf-unsent-tag", "not sent")); }
-    if (n.group_index !== null && n.group_index !== undefined && inGroup) {
-      top.appendChild(el("span", "fo-wf-index", "#" + n.group_index));
-    }
+    var at = inGroup ? (n.group_index === null || n.group_index === undefined ? null : "#" + n.group_index) : "step " + (column + 1);
+    if (at) { top.appendChild(el("span", "fo-wf-index", at)); }
     b.appendChild(top);
     b.appendChild(el("span", "fo-wf-node-name", n.name || "(unknown task)"));
     var meta = FO.shortId(n.task_id);
