@@ -118,7 +118,7 @@ def test_a_chain_failed_at_step_3_is_listed_failed_and_drawn_with_two_steps_not_
     xs = [node(page, task_id).bounding_box()["x"] for task_id in steps[:4]]
     assert xs == sorted(xs)
     # the head: the failed step as a link, the counts
-    expect(page.locator("#fo-wf-head")).to_contain_text("5 steps: 2 SUCCESS · 3 FAILURE")
+    expect(page.locator("#fo-wf-head")).to_contain_text("5 steps: 2 SUCCESS · 3 FAILURE (2 not sent)")
     expect(page.locator("#fo-wf-resume")).to_be_enabled()
     expect(page.locator("#fo-wf-cancel")).to_be_disabled()
 

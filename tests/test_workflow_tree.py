@@ -38,7 +38,8 @@ def test_a_chain_broken_at_step_2_marks_the_rest_failed_and_not_sent() -> None:
     assert (tree["state"], tree["failed_at"], tree["kind"]) == ("failed", "b", "chain")
     assert [(e["from"], e["to"]) for e in tree["edges"]] == [("a", "b"), ("b", "c"),
                                                              ("c", "d")]
-    assert tree["counts"] == {"total": 4, "by_state": {"SUCCESS": 1, "FAILURE": 3}}
+    assert tree["counts"] == {"total": 4, "by_state": {"SUCCESS": 1, "FAILURE": 3},
+                              "not_sent": 2}
 
 
 def test_a_running_chain_counts_its_unsent_steps_as_running() -> None:

@@ -222,7 +222,8 @@ def _overall(nodes: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "state": state,
         "failed_at": first_failed["task_id"] if first_failed and state == "failed" else None,
-        "counts": {"total": len(nodes), "by_state": counts},
+        "counts": {"total": len(nodes), "by_state": counts,
+                   "not_sent": sum(1 for n in nodes if not n["published"])},
         "started": min(times) if times else None,
         "finished": max(finished_times) if finished_times and state != "running" else None,
     }

@@ -31,6 +31,8 @@ SOURCE = {"type": "string", "enum": ["memory", "db", "memory+db"],
 COUNTS = closed({
     "total": with_description(COUNT, "nodes, steps not published yet included"),
     "by_state": mapping(COUNT, "nodes per task state"),
+    "not_sent": with_description(COUNT, "nodes Celery has not sent (yet, or ever: a step "
+                                 "after one that failed is FAILURE, never sent)"),
 })
 
 _COMMON: dict[str, Schema] = {

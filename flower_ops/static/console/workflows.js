@@ -18,14 +18,15 @@
     b.setAttribute("data-workflow-state", wfState || "");
     return b;
   };
-  // "5 steps: 2 SUCCESS · 3 FAILURE", states in the lifecycle's order
+  // "5 steps: 2 SUCCESS · 3 FAILURE (2 never sent)", states in the lifecycle's order
   FO.workflowCounts = function (counts) {
     var by = (counts || {}).by_state || {};
     var order = FO.STATES.filter(function (s) { return by[s]; })
       .concat(Object.keys(by).filter(function (s) { return FO.STATES.indexOf(s) < 0 && by[s]; }));
     var total = (counts || {}).total || 0;
     return FO.fmtNumber(total) + " step" + (total === 1 ? "" : "s")
-      + (order.length ? ": " + order.map(function (s) { return FO.fmtNumber(by[s]) + " " + s; }).join(" · ") : "");
+      + (order.length ? ": " + order.map(function (s) { return FO.fmtNumber(by[s]) + " " + s; }).join(" · ") : "")
+      + (counts && counts.not_sent ? " (" + FO.fmtNumber(counts.not_sent) + " not sent)" : "");
   };
   FO.workflowPath = function (id) { return "/workflows/" + encodeURIComponent(id); };
 
