@@ -30,7 +30,9 @@ WORKFLOW_FIELD = "flower_ops_workflow"
 RESUMES_HEADER = "flower_ops_resumes"
 SIGNATURE_KEYS = ("task", "args", "kwargs", "options", "subtask_type", "immutable",
                   "chord_size")
-MAX_CANVAS_CHARS = 4_000_000
+# a long chain carries every later step in each message (Celery sends them so):
+# past this, ids and names only (a chain of 1,000 steps: ~80 KB per message)
+MAX_CANVAS_CHARS = 262_144
 
 
 def signature_id(signature: Any) -> str | None:
