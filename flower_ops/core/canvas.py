@@ -37,6 +37,10 @@ MAX_CANVAS_CHARS = 262_144
 
 def signature_id(signature: Any) -> str | None:
     """The task id a signature was frozen with (None: given at publish)."""
+    if type(signature) is dict:     # as decoded: the common case, without an ABC check
+        options = signature.get("options")
+        task_id = options.get("task_id") if type(options) is dict else None
+        return task_id if type(task_id) is str else None
     if not isinstance(signature, Mapping):
         return None
     options = signature.get("options")

@@ -15,6 +15,7 @@ node's ``group_id``/``group_index``.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -45,9 +46,10 @@ def build_tree(workflow_id: str, records: Iterable[Mapping[str, Any]]) -> dict[s
             nodes[task_id] = _planned_node(task_id, signature_name(signature))
         return task_id
 
-    for record in sorted(known.values(), key=_order):
+    in_order = sorted(known.values(), key=_order)
+    for record in in_order:
         nodes[record["id"]] = _node(record)
-    for record in sorted(known.values(), key=_order):
+    for record in in_order:
         task_id = record["id"]
         canvas = record.get("canvas") or {}
         group = canvas.get("group")
@@ -56,11 +58,14 @@ def build_tree(workflow_id: str, records: Iterable[Mapping[str, Any]]) -> dict[s
             entry["members"][task_id] = canvas.get("group_index")
             nodes[task_id]["group_id"] = group
             nodes[task_id]["group_index"] = canvas.get("group_index")
-        chain = list(canvas.get("chain") or ())
         previous = task_id
-        for signature in chain:
+        for signature in canvas.get("chain") or ():
             step = planned(signature)
             edge(previous, step, "chain")
+            # every message of a chain repeats the steps after it: once the
+            # next step's own record (with its links) is here, it says the rest
+            if step in known and "chain" in (known[step].get("canvas") or {}):
+                break
             previous = step or previous
         body = canvas.get("chord")
         if body:
@@ -76,7 +81,7 @@ def build_tree(workflow_id: str, records: Iterable[Mapping[str, Any]]) -> dict[s
         if record.get("retried_as"):
             superseded[task_id] = record["retried_as"]
     linked = {e["to"] for e in edges}
-    for record in sorted(known.values(), key=_order):
+    for record in in_order:
         parent = record.get("parent_id")
         if parent in nodes and record["id"] not in linked:
             edge(parent, record["id"], _link_kind(known.get(parent), record.get("name")))
@@ -182,9 +187,9 @@ def _in_order(root: str, nodes: dict[str, dict[str, Any]], edges: list[dict[str,
     incoming = {e["to"] for e in edges}
     starts = [root] if root in nodes else []
     starts += [n for n in nodes if n not in incoming and n != root]
-    queue = list(starts)
+    queue = deque(starts)
     while queue:
-        current = queue.pop(0)
+        current = queue.popleft()
         if current in seen or current not in nodes:
             continue
         seen.add(current)

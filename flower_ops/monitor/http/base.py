@@ -2,7 +2,6 @@
 maps domain errors to HTTP."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ import tornado.web
 from tornado.escape import json_decode
 
 from flower_ops.core.errors import FlowerOpsError, InvalidQuery, PayloadTooLarge
+from flower_ops.core.jsontext import JsonText, encode, encode_answer
 from flower_ops.monitor.auth import Principal, RequestAuth, bearer_token
 from flower_ops.monitor.config import READ_SCOPE, WRITE_SCOPE
 
@@ -36,20 +36,7 @@ class HttpPart:
     openapi_paths: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def dumps(value: Any) -> str:
-    # Task data may hold anything; never fail a response over one value.
-    # "</" is escaped so JSON embedded in a page can never close a script tag.
-    return json.dumps(value, default=str, allow_nan=False).replace("</", "<\\/")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+dumps = encode
 
 
 @tornado.web.stream_request_body
@@ -106,11 +93,10 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def write_json(self, value: Any, status: int = 200) -> None:
         self.set_status(status)
-        try:
-            body = dumps(value)
-        except ValueError:
-            body = dumps(_finite(value))
-        self.finish(body)
+        if isinstance(value, JsonText):
+            self.finish(str(value))
+            return
+        self.finish(encode_answer(value))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

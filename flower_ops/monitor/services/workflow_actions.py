@@ -49,7 +49,7 @@ class WorkflowActions:
 
     async def _state(self, some_id: str) -> tuple[str, dict[str, dict[str, Any]], dict[str, Any]]:
         workflow_id = await self.workflows.resolve(some_id)
-        records, _ = await self.workflows.records(workflow_id)
+        records, _ = await self.workflows.records(workflow_id, full_canvas=True)
         tree = build_tree(workflow_id, records)
         return workflow_id, {r["id"]: r for r in records}, tree
 

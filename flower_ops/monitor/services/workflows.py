@@ -13,11 +13,14 @@ tree itself is ``core/workflow.py``'s, for every source.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flower_ops.core.canvas import signature_id, task_canvas, task_workflow
 from flower_ops.core.errors import InvalidQuery, NotFound
+from flower_ops.core.jsontext import JsonText, encode_answer
 from flower_ops.core.lifecycle import FINAL_STATES, TIMESTAMP_FIELDS, api_state, outcome_times
 from flower_ops.core.query import name_matches
 from flower_ops.core.times import iso, seconds
@@ -29,6 +32,7 @@ from flower_ops.monitor.sources.task_index import TaskIndex
 WORKFLOW_STATES = ("running", "succeeded", "failed", "cancelled")
 SOURCES = ("auto", "memory", "db")
 MAX_SCAN_ROUNDS = 20
+KEPT_ANSWERS = 32       # encoded trees kept (the ones looked at last)
 
 
 class WorkflowIndex:
@@ -41,6 +45,10 @@ class WorkflowIndex:
         self._of: dict[str, str] = {}
         # steps not sent yet, known from the links of the tasks before them
         self._planned: dict[str, str] = {}
+        # a workflow's change count (answers kept are valid while it stands)
+        # and its tasks' records, read again only when a task changed
+        self.version: dict[str, int] = {}
+        self._records: dict[str, dict[str, Any]] = {}
         # the composition root makes ``changed`` a change listener of the index
         self.changed(set(index.state.tasks.data.keys()))
 
@@ -50,6 +58,12 @@ class WorkflowIndex:
             task = tasks.get(task_id)
             workflow = task_workflow(task) if task is not None else None
             old = self._of.get(task_id)
+            self._records.pop(task_id, None)
+            # its workflow(s) changed; so did the one named after it (a root
+            # task that carries no workflow field of its own is one)
+            for changed in {old, workflow, task_id if task_id in self.members else None}:
+                if changed is not None:
+                    self.version[changed] = self.version.get(changed, 0) + 1
             if old == workflow:
                 continue
             if old is not None:
@@ -71,6 +85,7 @@ class WorkflowIndex:
             if not members:
                 del self.members[workflow]
                 self.started.pop(workflow, None)
+                self.version.pop(workflow, None)
                 for planned in [p for p, w in self._planned.items() if w == workflow]:
                     del self._planned[planned]
 
@@ -81,7 +96,17 @@ class WorkflowIndex:
         ids = set(self.members.get(workflow_id, ()))
         ids.add(workflow_id)
         tasks = self.index.state.tasks.data
-        return [memory_record(tasks[i]) for i in ids if i in tasks]
+        records = self._records
+        out = []
+        for task_id in ids:
+            record = records.get(task_id)
+            if record is None:
+                task = tasks.get(task_id)
+                if task is None:
+                    continue
+                record = records[task_id] = memory_record(task)
+            out.append(record)
+        return out
 
 
 def _planned_ids(task: Any) -> list[str]:
@@ -156,20 +181,23 @@ class WorkflowService:
         self.memory = workflows
         self.stored = stored
         self._run_blocking = run_blocking
+        self._answers: OrderedDict[tuple[str, str], tuple[Any, JsonText]] = OrderedDict()
 
     def _source(self, source: str) -> str:
         if source == "db" and self.stored is None:
             raise InvalidQuery("source=db needs DATABASE_URL", {"parameter": "source"})
         return source
 
-    async def records(self, workflow_id: str, source: str = "auto"
-                      ) -> tuple[list[dict[str, Any]], str]:
-        """The workflow's records and who gave them (memory, db, memory+db)."""
+    async def records(self, workflow_id: str, source: str = "auto", *,
+                      full_canvas: bool = False) -> tuple[list[dict[str, Any]], str]:
+        """The workflow's records and who gave them (memory, db, memory+db);
+        ``full_canvas``: PostgreSQL's links with their arguments (a resume)."""
         self.index.sync()
         memory = self.memory.records(workflow_id) if source != "db" else []
         if source == "memory" or self.stored is None:
             return memory, "memory"
-        stored = await self._run_blocking(self.stored.records, workflow_id)
+        stored = await self._run_blocking(
+            partial(self.stored.records, workflow_id, full_canvas=full_canvas))
         if source == "db" or not memory:
             return stored, "db"
         return merge_records(stored, memory), "memory+db" if stored else "memory"
@@ -202,9 +230,36 @@ class WorkflowService:
         tree["source"] = answered
         return tree
 
-    async def get(self, some_id: str, source: str = "auto") -> dict[str, Any]:
-        tree = await self.tree(some_id, source)
-        return present_tree(tree, tree["source"])
+    async def get(self, some_id: str, source: str = "auto") -> JsonText:
+        """``GET /workflows/{root_id}``, encoded. The answer is kept and given
+        again while nothing of the workflow changed: memory's change count and
+        PostgreSQL's rows (their count and latest ``updated_at``, one indexed
+        read) say so, so a finished tree of a thousand tasks is not rebuilt
+        for every look (the console refreshes it)."""
+        source = self._source(source)
+        workflow_id = await self.resolve(some_id, source)
+        validator = await self._validator(workflow_id, source)
+        key = (workflow_id, source)
+        kept = self._answers.get(key)
+        if kept is not None and kept[0] == validator:
+            self._answers.move_to_end(key)
+            return kept[1]
+        records, answered = await self.records(workflow_id, source)
+        if not records:
+            raise NotFound(f"unknown workflow {some_id}", {"root_id": some_id})
+        tree = build_tree(workflow_id, records)
+        answer = JsonText(encode_answer(present_tree(tree, answered)))
+        self._answers[key] = (validator, answer)
+        while len(self._answers) > KEPT_ANSWERS:
+            self._answers.popitem(last=False)
+        return answer
+
+    async def _validator(self, workflow_id: str, source: str) -> tuple[Any, ...]:
+        self.index.sync()
+        memory = self.memory.version.get(workflow_id, -1) if source != "db" else None
+        if source == "memory" or self.stored is None:
+            return (memory,)
+        return (memory, *await self._run_blocking(self.stored.validator, workflow_id))
 
     async def listing(self, *, state: str | None, name: str | None, limit: int,
                    cursor: str | None, source: str = "auto") -> dict[str, Any]:
