@@ -14,7 +14,13 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from flower_ops.core.canvas import CANVAS_FIELD, WORKFLOW_FIELD, decode_canvas, workflow_of
+from flower_ops.core.canvas import (
+    CANVAS_FIELD,
+    WORKFLOW_FIELD,
+    decode_canvas,
+    links_of,
+    workflow_of,
+)
 from flower_ops.core.lifecycle import EVENT_STATES
 from flower_ops.core.payload import (
     EXACT_ARGS_FIELD,
@@ -85,6 +91,7 @@ def transition_from_event(event: dict[str, Any]) -> Transition | None:
         fields["trace_id"] = clean_trace_id(event.get(TRACE_ID_FIELD))
         canvas = decode_canvas(event.get(CANVAS_FIELD))
         fields["canvas"] = canvas
+        fields["links"] = links_of(canvas)
         fields["workflow_id"] = workflow_of(str(task_id), event.get(WORKFLOW_FIELD),
                                             event.get("root_id"), canvas)
     else:

@@ -109,13 +109,22 @@ def _skeleton(canvas: Mapping[str, Any]) -> dict[str, Any]:
                                  if isinstance(signature, Mapping) else None)}
 
     out: dict[str, Any] = {k: v for k, v in canvas.items()
-                           if k in ("group", "group_index", "resumes")}
+                           if k in ("group", "group_index", "resumes") and v is not None}
     for key in ("chain", "callbacks", "errbacks"):
         if canvas.get(key):
             out[key] = [bare(s) for s in canvas[key]]
     if canvas.get("chord"):
         out["chord"] = bare(canvas["chord"])
     return out
+
+
+def links_of(canvas: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the tree needs of a canvas: ids and names, no arguments (a chain's
+    messages repeat every later step with its arguments; a resume needs them,
+    a look at the tree does not)."""
+    if not canvas:
+        return None
+    return {**_skeleton(canvas), "exact": canvas.get("exact", True)}
 
 
 def decode_canvas(value: Any) -> dict[str, Any] | None:

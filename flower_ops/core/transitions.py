@@ -38,7 +38,7 @@ class Transition:
 
 # Descriptive fields: the first known value sticks.
 STICKY_FIELDS = ("task_name", "queue", "routing_key", "exchange", "parent_id", "root_id",
-                 "eta", "expires", "trace_id", "workflow_id", "canvas")
+                 "eta", "expires", "trace_id", "workflow_id", "canvas", "links")
 # Outcome fields: they belong to the status that carried them.
 OUTCOME_FIELDS = ("result", "error", "traceback", "runtime")
 
@@ -71,6 +71,7 @@ class TaskDelta:
     trace_id: str | None = None
     workflow_id: str | None = None
     canvas: Any = None
+    links: Any = None
     times: dict[str, float] = field(default_factory=dict)
     reconciled_at: float | None = None
 

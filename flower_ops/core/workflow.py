@@ -24,6 +24,9 @@ from flower_ops.core.lifecycle import FINAL_STATES
 
 NODE_FIELDS = ("sent", "received", "started", "succeeded", "failed", "revoked", "retried")
 FAILED = ("FAILURE",)
+# states a task never published can be in (Celery's backend marks the rest of a
+# broken chain failed; a workflow cancel revokes steps before they are sent)
+_UNSEEN_STATES = frozenset({*FINAL_STATES, "PENDING"})
 
 
 def build_tree(workflow_id: str, records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -54,7 +57,9 @@ def build_tree(workflow_id: str, records: Iterable[Mapping[str, Any]]) -> dict[s
         canvas = record.get("canvas") or {}
         group = canvas.get("group")
         if group:
-            entry = groups.setdefault(group, {"group_id": group, "members": {}, "chord": None})
+            entry = groups.get(group)
+            if entry is None:
+                entry = groups[group] = {"group_id": group, "members": {}, "chord": None}
             entry["members"][task_id] = canvas.get("group_index")
             nodes[task_id]["group_id"] = group
             nodes[task_id]["group_index"] = canvas.get("group_index")
@@ -74,10 +79,12 @@ def build_tree(workflow_id: str, records: Iterable[Mapping[str, Any]]) -> dict[s
             if group:
                 groups[group]["chord"] = body_id
         for key, kind in (("callbacks", "callback"), ("errbacks", "errback")):
-            for signature in canvas.get(key) or ():
-                edge(task_id, planned(signature), kind)
-        superseded.update({old_id: new_id for new_id, old_id
-                           in (canvas.get("resumes") or {}).items()})
+            if key in canvas:
+                for signature in canvas[key] or ():
+                    edge(task_id, planned(signature), kind)
+        if "resumes" in canvas:
+            superseded.update({old_id: new_id for new_id, old_id
+                               in (canvas["resumes"] or {}).items()})
         if record.get("retried_as"):
             superseded[task_id] = record["retried_as"]
     linked = {e["to"] for e in edges}
@@ -129,9 +136,12 @@ def _order(record: Mapping[str, Any]) -> tuple[float, str]:
 
 
 def _first_time(record: Mapping[str, Any]) -> float | None:
-    times = [float(v) for v in (record.get(f) for f in NODE_FIELDS)
-             if isinstance(v, (int, float))]
-    return min(times) if times else None
+    first: float | None = None
+    for name in NODE_FIELDS:
+        value = record.get(name)
+        if type(value) is float and (first is None or value < first):
+            first = value
+    return first
 
 
 def _node(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,9 +149,10 @@ def _node(record: Mapping[str, Any]) -> dict[str, Any]:
                      if record.get(f) is not None), None)
     return {
         "task_id": record["id"], "name": record.get("name"), "state": record.get("state"),
-        "published": any(record.get(f) is not None
-                         for f in ("sent", "received", "started", "retried")) or
-                     record.get("state") not in (*FINAL_STATES, "PENDING"),
+        "published": (record.get("sent") is not None or record.get("received") is not None
+                      or record.get("started") is not None
+                      or record.get("retried") is not None
+                      or record.get("state") not in _UNSEEN_STATES),
         "sent": record.get("sent"), "started": record.get("started"), "finished": finished,
         "runtime": record.get("runtime"), "retries": record.get("retries"),
         "worker": record.get("worker"), "queue": record.get("queue"),

@@ -48,7 +48,7 @@ _STAGING_COLUMNS = (
     ("worker", "text"), ("queue", "text"), ("routing_key", "text"), ("exchange", "text"),
     ("retries", "int"), ("parent_id", "text"), ("root_id", "text"), ("eta", "float8"),
     ("expires", "float8"), ("runtime", "float8"), ("trace_id", "text"),
-    ("workflow_id", "text"), ("canvas", "jsonb"),
+    ("workflow_id", "text"), ("canvas", "jsonb"), ("links", "jsonb"),
     *((column, "float8") for column in TIME_COLUMNS.values()),
     ("first_seen", "float8"), ("reconciled_at", "float8"),
 )
@@ -83,12 +83,13 @@ _MERGE_SQL = f"""
 INSERT INTO {EXECUTIONS} AS j (
     execution_id, task_name, status, status_at, worker_lost, args, kwargs, args_exact,
     result, error, traceback, worker, queue, routing_key, exchange, retries, parent_id,
-    root_id, eta, expires, runtime, trace_id, workflow_id, canvas, {", ".join(_TIMES)},
+    root_id, eta, expires, runtime, trace_id, workflow_id, canvas, links,
+    {", ".join(_TIMES)},
     first_seen_at, reconciled_at)
 SELECT execution_id, task_name, COALESCE(status, 'pending'), {_ts("status_at")},
     worker_lost, args, kwargs, args_exact, result, error, traceback, worker, queue,
     routing_key, exchange, retries, parent_id, root_id, {_ts("eta")}, {_ts("expires")},
-    runtime, trace_id, workflow_id, canvas, {", ".join(_ts(c) for c in _TIMES)},
+    runtime, trace_id, workflow_id, canvas, links, {", ".join(_ts(c) for c in _TIMES)},
     COALESCE({_ts("first_seen")}, now()), {_ts("reconciled_at")}
 FROM {STAGING}
 ORDER BY execution_id
@@ -131,6 +132,7 @@ ON CONFLICT (execution_id) DO UPDATE SET
     trace_id = COALESCE(j.trace_id, EXCLUDED.trace_id),
     workflow_id = COALESCE(j.workflow_id, EXCLUDED.workflow_id),
     canvas = COALESCE(j.canvas, EXCLUDED.canvas),
+    links = COALESCE(j.links, EXCLUDED.links),
     {", ".join(f"{c} = LEAST(j.{c}, EXCLUDED.{c})" for c in _TIMES)},
     first_seen_at = LEAST(j.first_seen_at, EXCLUDED.first_seen_at),
     reconciled_at = GREATEST(j.reconciled_at, EXCLUDED.reconciled_at)
@@ -194,6 +196,7 @@ def _staging_row(d: TaskDelta) -> tuple[Any, ...]:
         clean_text(d.parent_id), clean_text(d.root_id), d.eta, d.expires, d.runtime,
         clean_text(d.trace_id), clean_text(d.workflow_id),
         None if d.canvas is None else _json(d.canvas),
+        None if d.links is None else _json(d.links),
         *(d.times.get(name) for name in TIME_COLUMNS), d.first_seen, d.reconciled_at,
     )
 

@@ -7,9 +7,11 @@ both reads index scans.
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
+import orjson
 from psycopg.rows import dict_row
 
 from flower_ops.core.lifecycle import STATUS_TO_STATE, outcome_times
@@ -18,26 +20,11 @@ from flower_ops.db.schema import EXECUTIONS, TIME_COLUMNS
 
 MAX_NODES = 20_000
 
-def _links(key: str, *fields: str) -> str:
-    """A list of signatures cut to what the tree shows: name (and id)."""
-    ident = ", 'options', jsonb_build_object('task_id', e->'options'->'task_id')" \
-        if "id" in fields else ""
-    return (f"(SELECT jsonb_agg(jsonb_build_object('task', e->'task'{ident})) "
-            f"FROM jsonb_array_elements(canvas->'{key}') e)")
-
-
-# The tree reads links as names and ids only: a chain's messages repeat every
-# later step with its arguments (a chain of 100: a megabyte of canvas), which
-# only a resume needs (``full_canvas``).
-_TREE_CANVAS = (
-    "CASE WHEN canvas IS NULL THEN NULL ELSE jsonb_strip_nulls(jsonb_build_object("
-    "'group', canvas->'group', 'group_index', canvas->'group_index', "
-    "'resumes', canvas->'resumes', 'exact', canvas->'exact', "
-    f"'chain', {_links('chain', 'id')}, "
-    "'chord', CASE WHEN canvas ? 'chord' THEN jsonb_build_object('task', "
-    "canvas->'chord'->'task', 'options', jsonb_build_object('task_id', "
-    "canvas->'chord'->'options'->'task_id')) END, "
-    f"'callbacks', {_links('callbacks')}, 'errbacks', {_links('errbacks')})) END")
+# The tree reads the canvas's ids and names (``links``, written beside it by
+# the sync worker); rows written before that column have the canvas only.
+# As text, decoded here by orjson: a chain's links are long (every message
+# names every later step) and the stdlib's decoder is several times slower.
+_TREE_CANVAS = "COALESCE(links, canvas)::text"
 # what a tree node shows: no args, results or tracebacks; times as epoch seconds
 _NODE_COLUMNS = ("execution_id, task_name, status, worker, queue, retries, runtime, error, "
                  "parent_id, root_id, retry_of, retried_as, workflow_id, "
@@ -104,6 +91,15 @@ class PgWorkflows:
         return [(r["workflow_id"], _epoch(r["started"]) or 0.0) for r in rows]
 
 
+def _decoded(canvas: Any) -> Any:
+    if not isinstance(canvas, str):
+        return canvas            # jsonb, already decoded (full_canvas)
+    try:
+        return orjson.loads(canvas)
+    except orjson.JSONDecodeError:   # beyond orjson (an integer over 64 bits)
+        return json.loads(canvas)
+
+
 def record_from_row(row: dict[str, Any]) -> dict[str, Any]:
     state = STATUS_TO_STATE.get(row["status"], str(row["status"]).upper())
     record = {
@@ -112,7 +108,7 @@ def record_from_row(row: dict[str, Any]) -> dict[str, Any]:
         "runtime": row["runtime"], "exception": row["error"],
         "parent_id": row["parent_id"], "root_id": row["root_id"],
         "retry_of": row["retry_of"], "retried_as": row["retried_as"],
-        "workflow_id": row["workflow_id"], "canvas": row["canvas"],
+        "workflow_id": row["workflow_id"], "canvas": _decoded(row["canvas"]),
     }
     record.update(outcome_times(state, {name: row[column]
                                         for name, column in TIME_COLUMNS.items()}))

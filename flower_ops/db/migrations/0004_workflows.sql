@@ -4,6 +4,10 @@
 -- The tree of a workflow is one indexed read: WHERE workflow_id = $1.
 ALTER TABLE automation.job_executions ADD COLUMN IF NOT EXISTS workflow_id text;
 ALTER TABLE automation.job_executions ADD COLUMN IF NOT EXISTS canvas jsonb;
+-- the canvas's ids and names only: what the tree reads (a chain's messages
+-- repeat every later step with its arguments; only a resume needs those)
+ALTER TABLE automation.job_executions ADD COLUMN IF NOT EXISTS links jsonb;
+ALTER TABLE automation.job_executions_archive ADD COLUMN IF NOT EXISTS links jsonb;
 ALTER TABLE automation.job_executions_archive ADD COLUMN IF NOT EXISTS workflow_id text;
 ALTER TABLE automation.job_executions_archive ADD COLUMN IF NOT EXISTS canvas jsonb;
 CREATE INDEX IF NOT EXISTS job_executions_workflow_idx

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from flower_ops.core.canvas import signature_id, task_canvas, task_workflow
@@ -153,15 +153,23 @@ def merge_records(stored: list[dict[str, Any]], memory: list[dict[str, Any]]
     return list(merged.values())
 
 
-_NODE_INSTANTS = ("sent", "started", "finished")
+# A task's instants do not change once set: a tree looked at again (a running
+# workflow, refreshed) formats most of them from here
+_iso = lru_cache(maxsize=32_768)(iso)
 
 
 def present_tree(tree: dict[str, Any], source: str) -> dict[str, Any]:
     """Instants ISO 8601, durations rounded, as every answer has them."""
     out = dict(tree)
     out["started"], out["finished"] = iso(tree["started"]), iso(tree["finished"])
-    out["nodes"] = [{**n, **{k: iso(n[k]) for k in _NODE_INSTANTS},
-                     "runtime": seconds(n["runtime"])} for n in tree["nodes"]]
+    nodes = []
+    for raw in tree["nodes"]:
+        node = dict(raw)
+        node["sent"], node["started"], node["finished"] = (
+            _iso(raw["sent"]), _iso(raw["started"]), _iso(raw["finished"]))
+        node["runtime"] = seconds(raw["runtime"])
+        nodes.append(node)
+    out["nodes"] = nodes
     out["source"] = source
     return out
 
