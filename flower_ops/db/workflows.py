@@ -56,6 +56,21 @@ class PgWorkflows:
             (workflow_id, workflow_id))
         return [record_from_row(row) for row in rows]
 
+    def lookup(self, some_id: str) -> tuple[str | None, tuple[Any, ...]]:
+        """In one round trip: the workflow ``some_id`` names (its own, or the
+        one of the task with that id) and that workflow's ``validator``."""
+        rows = self._query(
+            f"WITH w AS (SELECT COALESCE("
+            f"(SELECT workflow_id FROM {EXECUTIONS} WHERE execution_id = %(id)s), "
+            f"(SELECT %(id)s WHERE EXISTS (SELECT 1 FROM {EXECUTIONS} "
+            f"WHERE workflow_id = %(id)s))) AS id) "
+            f"SELECT w.id, count(e.execution_id) AS n, max(e.updated_at) AS at FROM w "
+            f"LEFT JOIN {EXECUTIONS} e ON e.workflow_id = w.id OR e.execution_id = w.id "
+            f"GROUP BY w.id", {"id": some_id})
+        if not rows or rows[0]["id"] is None:
+            return None, ()
+        return str(rows[0]["id"]), (rows[0]["n"], rows[0]["at"])
+
     def validator(self, workflow_id: str) -> tuple[Any, ...]:
         """What changes whenever a row of the workflow does (a row's
         ``updated_at`` moves with every change; a new row adds to the count)."""
@@ -63,16 +78,6 @@ class PgWorkflows:
             f"SELECT count(*) AS n, max(updated_at) AS at FROM {EXECUTIONS} "
             "WHERE workflow_id = %s OR execution_id = %s", (workflow_id, workflow_id))
         return (rows[0]["n"], rows[0]["at"])
-
-    def exists(self, workflow_id: str) -> bool:
-        """Is ``workflow_id`` a workflow's id (a group's, with no row of its own)?"""
-        return bool(self._query(f"SELECT 1 FROM {EXECUTIONS} WHERE workflow_id = %s LIMIT 1",
-                                (workflow_id,)))
-
-    def workflow_of(self, task_id: str) -> str | None:
-        rows = self._query(f"SELECT workflow_id FROM {EXECUTIONS} WHERE execution_id = %s",
-                           (task_id,))
-        return rows[0]["workflow_id"] if rows else None
 
     def newest(self, before: tuple[float, str] | None, limit: int
                ) -> list[tuple[str, float]]:

@@ -210,22 +210,31 @@ class WorkflowService:
             return stored, "db"
         return merge_records(stored, memory), "memory+db" if stored else "memory"
 
+    def _in_memory(self, some_id: str) -> str | None:
+        self.index.sync()
+        if some_id in self.memory.members:
+            return some_id
+        return self.memory.workflow_of(some_id)
+
     async def resolve(self, some_id: str, source: str = "auto") -> str:
         """The workflow ``some_id`` names: a workflow id, or any of its tasks' ids."""
-        self.index.sync()
-        if source != "db":
-            if some_id in self.memory.members:
-                return some_id
-            workflow = self.memory.workflow_of(some_id)
-            if workflow is not None:
-                return workflow
+        return (await self._resolved(some_id, source))[0]
+
+    async def _resolved(self, some_id: str, source: str) -> tuple[str, tuple[Any, ...]]:
+        """The workflow ``some_id`` names and what says whether it changed:
+        memory's change count and PostgreSQL's rows (their count and latest
+        ``updated_at``), in one round trip to PostgreSQL."""
+        workflow = self._in_memory(some_id) if source != "db" else None
+        stored: tuple[Any, ...] = ()
         if source != "memory" and self.stored is not None:
-            workflow = await self._run_blocking(self.stored.workflow_of, some_id)
             if workflow is not None:
-                return str(workflow)
-            if await self._run_blocking(self.stored.exists, some_id):
-                return some_id
-        raise NotFound(f"unknown workflow {some_id}", {"root_id": some_id})
+                stored = await self._run_blocking(self.stored.validator, workflow)
+            else:
+                workflow, stored = await self._run_blocking(self.stored.lookup, some_id)
+        if workflow is None:
+            raise NotFound(f"unknown workflow {some_id}", {"root_id": some_id})
+        memory = self.memory.version.get(workflow, -1) if source != "db" else None
+        return workflow, (memory, *stored)
 
     async def tree(self, some_id: str, source: str = "auto") -> dict[str, Any]:
         """The raw tree (epoch times) of the workflow ``some_id`` names."""
@@ -245,8 +254,7 @@ class WorkflowService:
         read) say so, so a finished tree of a thousand tasks is not rebuilt
         for every look (the console refreshes it)."""
         source = self._source(source)
-        workflow_id = await self.resolve(some_id, source)
-        validator = await self._validator(workflow_id, source)
+        workflow_id, validator = await self._resolved(some_id, source)
         key = (workflow_id, source)
         kept = self._answers.get(key)
         if kept is not None and kept[0] == validator:
@@ -261,13 +269,6 @@ class WorkflowService:
         while len(self._answers) > KEPT_ANSWERS:
             self._answers.popitem(last=False)
         return answer
-
-    async def _validator(self, workflow_id: str, source: str) -> tuple[Any, ...]:
-        self.index.sync()
-        memory = self.memory.version.get(workflow_id, -1) if source != "db" else None
-        if source == "memory" or self.stored is None:
-            return (memory,)
-        return (memory, *await self._run_blocking(self.stored.validator, workflow_id))
 
     async def listing(self, *, state: str | None, name: str | None, limit: int,
                    cursor: str | None, source: str = "auto") -> dict[str, Any]:
