@@ -115,3 +115,12 @@ def test_a_sent_chord_body_is_not_a_member_of_its_header() -> None:
     tree = build_tree("g", [*members, sent_body])
     assert tree["groups"] == [{"group_id": "g", "chord": "body", "members": ["m0", "m1"]}]
     assert {n["task_id"]: n["group_id"] for n in tree["nodes"]}["body"] is None
+
+
+def test_a_chain_with_an_errback_is_still_a_chain() -> None:
+    first = record("a", "FAILURE", 1, {"chain": [sig("b")], "errbacks": [sig(None, "jobs.alarm")]})
+    alarm = record("x", "SUCCESS", 2, {"group": "g1", "group_index": 0}, name="jobs.alarm",
+                   parent_id="a")
+    tree = build_tree("a", [first, alarm])
+    assert tree["kind"] == "chain"
+    assert ("a", "x", "errback") in {(e["from"], e["to"], e["kind"]) for e in tree["edges"]}

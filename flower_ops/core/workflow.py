@@ -254,8 +254,8 @@ def _kind(edges: list[dict[str, str]], groups: Mapping[str, Any]) -> str:
     kinds = {e["kind"] for e in edges}
     if any(g["chord"] for g in groups.values()):
         return "chord" if "chain" not in kinds else "tree"
-    if groups:
-        return "group" if not kinds - {"retry"} else "tree"
-    if kinds <= {"chain", "retry"} and "chain" in kinds:
-        return "chain"
-    return "tree"
+    # Celery sends a task's (old-style) errbacks as a group of one
+    if any(len(g["members"]) > 1 for g in groups.values()):
+        return "group" if not kinds - {"retry", "callback", "errback"} else "tree"
+    # a chain with its callbacks, errbacks and resumed runs is still a chain
+    return "chain" if "chain" in kinds else "tree"

@@ -25,7 +25,8 @@ WORKFLOW_STATE = {"type": "string", "enum": ["running", "succeeded", "failed", "
                                  "a step was revoked, failed if a step failed (and was not "
                                  "retried), else succeeded"}
 KIND = {"type": "string", "enum": ["chain", "group", "chord", "tree"],
-        "description": "tree: callbacks, children or a mix"}
+        "description": "a chain or group with its callbacks, errbacks and resumed runs "
+                       "is still one; tree: a task's children, or a mix"}
 SOURCE = {"type": "string", "enum": ["memory", "db", "memory+db"],
           "description": "who answered: Flower's memory, PostgreSQL, or both merged"}
 COUNTS = closed({
