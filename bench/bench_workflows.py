@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import gc
 import http.client
 import json
 import os
@@ -210,8 +211,10 @@ class Workflow:
 
 def publish_and_run(app: Any, *, members: int, steps: int, timeout_seconds: float,
                     while_running: Any = None) -> list[Workflow]:
-    """Publish both, wait for both results; ``while_running(chord_id)`` is
-    called over and over while the chord runs (the live measurement)."""
+    """Publish both, wait for both results; ``while_running(group_id)`` is
+    called over and over while the chord runs (the live measurement), until
+    it says the monitor sees it ended (asking the result backend instead
+    leaves pub/sub subscriptions that complain at interpreter exit)."""
     from celery import chain, chord
 
     from testing.apps import automation
@@ -224,8 +227,8 @@ def publish_and_run(app: Any, *, members: int, steps: int, timeout_seconds: floa
     published = time.perf_counter() - t
     if while_running is not None:
         deadline = time.monotonic() + timeout_seconds
-        while not chord_result.ready() and time.monotonic() < deadline:
-            while_running(chord_result.parent.id)   # the group: PostgreSQL knows it
+        # the group's id: PostgreSQL knows it from the first member's row
+        while time.monotonic() < deadline and while_running(chord_result.parent.id):
             time.sleep(0.05)
     collected = chord_result.get(timeout=timeout_seconds)
     total = chain_result.get(timeout=timeout_seconds)
@@ -234,8 +237,14 @@ def publish_and_run(app: Any, *, members: int, steps: int, timeout_seconds: floa
         raise RuntimeError(f"wrong results: chord collected {len(collected)}, chain {total}")
     print(f"  published in {published:.2f} s; both ran to the end in {ran:.1f} s "
           f"(chord body got {len(collected):,} results, chain total {total})")
-    return [Workflow("chord", f"chord of {members:,} members", chord_result.id, members + 1),
-            Workflow("chain", f"chain of {steps:,} steps", chain_result.id, steps)]
+    workflows = [Workflow("chord", f"chord of {members:,} members", chord_result.id,
+                          members + 1),
+                 Workflow("chain", f"chain of {steps:,} steps", chain_result.id, steps)]
+    # Celery's results unsubscribe from the backend's pub/sub when collected;
+    # collected at interpreter exit, Redis is gone and each prints a traceback
+    del chord_result, chain_result
+    gc.collect()
+    return workflows
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -280,15 +289,19 @@ def run(args: argparse.Namespace) -> int:
             client = Client(stack.monitor.port)
             live: dict[str, list[float]] = {source: [] for source in SOURCES}
 
-            def while_running(chord_id: str) -> None:
+            def while_running(group_id: str) -> bool:
                 # a running workflow changes between looks: its tree is built
                 # again (not the kept answer) for most of these requests
                 assert client is not None
+                running = True
                 for source in SOURCES:
-                    elapsed, status, _ = client.get(
-                        f"{API}/workflows/{chord_id}?source={source}", ours)
+                    elapsed, status, body = client.get(
+                        f"{API}/workflows/{group_id}?source={source}", ours)
                     if status == 200:
                         live[source].append(elapsed)
+                        if source == "memory":
+                            running = json.loads(body)["state"] == "running"
+                return running
 
             workflows = publish_and_run(stack.app, members=args.members, steps=args.steps,
                                         timeout_seconds=args.run_timeout_seconds,
@@ -377,7 +390,22 @@ def run(args: argparse.Namespace) -> int:
                     print(f"  log: {process.log}")
 
 
+def _quiet_result_teardown() -> None:
+    """Celery's ``AsyncResult.__del__`` unsubscribes from the result backend;
+    for results still alive at interpreter exit that fails ("Python is likely
+    shutting down") and prints a traceback that is not the bench's. Only
+    that one is silenced."""
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if "AsyncResult.__del__" not in repr(unraisable.object):
+            default(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_result_teardown()
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
