@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import dict_row
-
 from flower_ops.core.lifecycle import (
     STATUS_TO_STATE,
     in_lifecycle_order,
@@ -70,9 +68,7 @@ class PgHistory:
         self.listing = TaskListing(database.connection)
 
     def _query(self, sql: str, params: Any) -> list[dict[str, Any]]:
-        with self._db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
+        return self._db.rows(sql, params)
 
     def get_task(self, task_id: str) -> dict[str, Any] | None:
         rows = self._query(f"SELECT {EXECUTION_COLUMNS} FROM {EXECUTIONS} "

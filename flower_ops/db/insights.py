@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from psycopg.rows import dict_row
-
 from flower_ops.db.pool import Database
 from flower_ops.db.schema import EXECUTIONS
 
@@ -49,9 +47,7 @@ class PgInsights:
         self._db = database
 
     def _query(self, sql: str, params: Any) -> list[dict[str, Any]]:
-        with self._db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
+        return self._db.rows(sql, params)
 
     def minutes(self, since: float, until: float, names: list[str] | None,
                 top: int) -> MinuteFigures:

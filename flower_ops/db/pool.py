@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from flower_ops.core.errors import Unavailable
@@ -116,6 +117,12 @@ class Database:
             if isinstance(exc, psycopg.errors.QueryCanceled):
                 raise
             raise unavailable(exc) from exc
+
+    def rows(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        """One read, its rows as dicts (the readers' common case)."""
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
 
     def hold(self) -> psycopg.Connection:
         """A connection kept until ``give_back``: for session state (advisory locks)."""

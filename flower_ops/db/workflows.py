@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from psycopg.rows import dict_row
 
 from flower_ops.core.lifecycle import STATUS_TO_STATE, outcome_times
 from flower_ops.db.pool import Database
@@ -41,9 +40,7 @@ class PgWorkflows:
         self._db = database
 
     def _query(self, sql: str, params: Any) -> list[dict[str, Any]]:
-        with self._db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
+        return self._db.rows(sql, params)
 
     def records(self, workflow_id: str, *, full_canvas: bool = False
                 ) -> list[dict[str, Any]]:

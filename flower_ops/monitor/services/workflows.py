@@ -45,6 +45,7 @@ class WorkflowIndex:
         self._of: dict[str, str] = {}
         # steps not sent yet, known from the links of the tasks before them
         self._planned: dict[str, str] = {}
+        self._planned_by: dict[str, set[str]] = {}
         # a workflow's change count (answers kept are valid while it stands)
         # and its tasks' records, read again only when a task changed
         self.version: dict[str, int] = {}
@@ -71,7 +72,8 @@ class WorkflowIndex:
             if workflow is not None:
                 self._of[task_id] = workflow
                 for planned in _planned_ids(task):
-                    self._planned.setdefault(planned, workflow)
+                    if self._planned.setdefault(planned, workflow) == workflow:
+                        self._planned_by.setdefault(workflow, set()).add(planned)
                 self.members.setdefault(workflow, set()).add(task_id)
                 first = _first_time(task)
                 if first is not None and first < self.started.get(workflow, float("inf")):
@@ -86,8 +88,8 @@ class WorkflowIndex:
                 del self.members[workflow]
                 self.started.pop(workflow, None)
                 self.version.pop(workflow, None)
-                for planned in [p for p, w in self._planned.items() if w == workflow]:
-                    del self._planned[planned]
+                for planned in self._planned_by.pop(workflow, ()):
+                    self._planned.pop(planned, None)
 
     def workflow_of(self, task_id: str) -> str | None:
         return self._of.get(task_id) or self._planned.get(task_id)
