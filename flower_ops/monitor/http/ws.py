@@ -31,6 +31,7 @@ from flower_ops.monitor.live.feed import LiveFeed
 from flower_ops.monitor.live.filters import parse_filters, parse_limit
 from flower_ops.monitor.live.protocol import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED
 from flower_ops.monitor.live.subscriber import Subscriber
+from flower_ops.monitor.live.views import ViewKey, parse_mode, parse_window
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,17 @@ def _decode(message: str | bytes) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         return None, "message must be an object with a type"
     return body, ""
+
+
+def _subscription(body: dict[str, Any]) -> tuple[Any, int, ViewKey | None]:
+    """Filters, limit and window (None: every change) of a subscribe or auth message."""
+    filters = parse_filters(body.get("filters"))
+    if parse_mode(body.get("mode")) == "window":
+        window = parse_window(body, filters)
+        return filters, window.limit, window
+    if body.get("ids") is not None:
+        raise InvalidQuery("ids are for window mode (\"mode\": \"window\")")
+    return filters, parse_limit(body.get("limit")), None
 
 
 def _is_bearer(authorization: str | None) -> bool:
@@ -182,8 +194,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
             if kind == "auth":
                 await self._on_auth(body)
             elif kind == "subscribe":
-                self.feed.subscribe(sub, parse_filters(body.get("filters")),
-                                    parse_limit(body.get("limit")))
+                self.feed.subscribe(sub, *_subscription(body))
             elif kind == "resume":
                 self._on_resume(body)
             elif kind == "ping":
@@ -207,8 +218,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
                 self._error("auth message needs a token")
             return
         first = self.principal is None
-        filters = parse_filters(body.get("filters")) if first else None
-        limit = parse_limit(body.get("limit")) if first else None
+        subscription = _subscription(body) if first else None
         resume = body.get("resume", body.get("seq"))
         if resume is not None and (isinstance(resume, bool) or not isinstance(resume, int)):
             raise InvalidQuery("resume must be an integer seq")
@@ -230,10 +240,10 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
             self.feed.send(self.subscriber, {"type": "auth_ok", "expires_at":
                                              iso_utc(principal.expires_at)})
             return
-        if filters is not None and limit is not None:
-            self.subscriber.filters = filters
-            self.subscriber.limit = limit
-        self._start(principal, resume_seq=resume)
+        window = None
+        if subscription is not None:
+            self.subscriber.filters, self.subscriber.limit, window = subscription
+        self._start(principal, resume_seq=resume, window=window)
 
     def _on_resume(self, body: dict[str, Any]) -> None:
         seq = body.get("seq")
@@ -242,7 +252,8 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
         if self.subscriber is not None and not self.feed.replay(self.subscriber, seq):
             self.feed.send_snapshot(self.subscriber, resync=True)
 
-    def _start(self, principal: Principal, *, resume_seq: int | None) -> None:
+    def _start(self, principal: Principal, *, resume_seq: int | None,
+               window: ViewKey | None = None) -> None:
         if self._auth_timeout is not None:
             self.io_loop.remove_timeout(self._auth_timeout)
             self._auth_timeout = None
@@ -250,7 +261,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
         if not self._schedule_expiry(principal):
             return
         if self.subscriber is not None:
-            self.feed.attach(self.subscriber, resume_seq=resume_seq)
+            self.feed.attach(self.subscriber, resume_seq=resume_seq, window=window)
 
     def _schedule_expiry(self, principal: Principal) -> bool:
         if self._expiry is not None:

@@ -16,6 +16,9 @@ No HTTP here: ``http/ws.py`` adapts a WebSocket to a ``Subscriber``;
   restarted monitor never sees seq go backwards.
 * Each subscriber has a bounded queue (messages written but not yet flushed
   to its socket). A subscriber over its bound is dropped, never waited for.
+* Window subscribers (``views.py``) get their window instead of every
+  change: a ``view`` message per window every ``VIEW_SECONDS``, and the
+  snapshot's shared parts (a ``numbers`` message) every ``ws_snapshot_seconds``.
 * Alert changes go out with the next flush, coalesced per alert. A burst
   (a worker lost with thousands of running tasks, stuck tasks found at
   start-up or resolved as they are evicted) is not fanned out message by
@@ -39,6 +42,7 @@ from flower_ops.monitor.live.filters import Filters, wants
 from flower_ops.monitor.live.protocol import CLOSE_GOING_AWAY, encode
 from flower_ops.monitor.live.snapshots import Snapshots, task_time
 from flower_ops.monitor.live.subscriber import Subscriber
+from flower_ops.monitor.live.views import VIEW_SECONDS, Views, ViewKey
 from flower_ops.monitor.services.tasks import TaskQueryService
 from flower_ops.monitor.sources.task_index import TaskIndex
 
@@ -98,6 +102,8 @@ class LiveFeed:
         self._buffer: deque[_Delta] = deque()
         self._buffered_tasks = 0
         self._timer: PeriodicCallback | None = None
+        self._view_timer: PeriodicCallback | None = None
+        self.views = Views(snapshots=snapshots, tasks=tasks, next_seq=self.next_seq)
         self.stats = {"flushes": 0, "task_updates": 0, "snapshots": 0, "dropped": 0,
                       "messages": 0, "alerts_sent": 0, "alerts_deferred": 0}
 
@@ -106,11 +112,14 @@ class LiveFeed:
     def start(self) -> None:
         self._timer = PeriodicCallback(self.broadcast_snapshot, self.snapshot_seconds * 1000)
         self._timer.start()
+        self._view_timer = PeriodicCallback(self.tick_views, VIEW_SECONDS * 1000)
+        self._view_timer.start()
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer = None
+        for timer in (self._timer, self._view_timer):
+            if timer is not None:
+                timer.stop()
+        self._timer = self._view_timer = None
         if self._flush_handle is not None:
             self.io_loop.remove_timeout(self._flush_handle)
             self._flush_handle = None
@@ -140,23 +149,42 @@ class LiveFeed:
     def _dropped(self, sub: Subscriber) -> None:
         self.stats["dropped"] += 1
         self.subscribers.discard(sub)
+        self.views.leave(sub)
         logger.info("dropped a slow live feed client (%d messages, %d bytes queued)",
                     sub.pending_messages, sub.pending_bytes)
 
-    def attach(self, sub: Subscriber, *, resume_seq: int | None = None) -> None:
-        """Start feeding ``sub``: what it missed since ``resume_seq``, else a snapshot."""
+    def attach(self, sub: Subscriber, *, resume_seq: int | None = None,
+               window: ViewKey | None = None) -> None:
+        """Start feeding ``sub``: what it missed since ``resume_seq``, else a
+        snapshot. A window subscriber always starts from a snapshot of its window
+        (small, and its ``view`` messages are not kept for replay)."""
         self.subscribers.add(sub)
-        if resume_seq is not None and self.replay(sub, resume_seq):
+        if window is not None:
+            self.views.join(sub, window)
+        elif resume_seq is not None and self.replay(sub, resume_seq):
             return
         self.send_snapshot(sub, resync=resume_seq is not None)
 
     def detach(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        self.views.leave(sub)
 
-    def subscribe(self, sub: Subscriber, filters: Filters, limit: int) -> None:
+    def subscribe(self, sub: Subscriber, filters: Filters, limit: int,
+                  window: ViewKey | None = None) -> None:
         sub.filters = filters
         sub.limit = limit
+        if window is None:
+            self.views.leave(sub)
+        else:
+            self.views.join(sub, window)
         self.send_snapshot(sub)
+
+    def tick_views(self) -> None:
+        if self.views.windows:
+            try:
+                self.stats["messages"] += self.views.tick()
+            except Exception:
+                logger.exception("live feed window update failed")
 
     def on_alert(self, event: str, alert: dict[str, Any]) -> None:
         """An alert was raised, updated or resolved (an ``AlertBus`` subscriber).
@@ -220,6 +248,12 @@ class LiveFeed:
         self._flush_alerts()
         if not pending:
             return
+        everything = [sub for sub in self.subscribers if sub.view is None]
+        if not everything:
+            # Nobody takes every change: no message is built, and a resume
+            # from before this point gets a fresh snapshot instead
+            self._floor = self._seq = self._seq + 1
+            return
         data = self.index.state.tasks.data
         summaries = self.tasks.summaries  # shared with listings and snapshots
         tasks: list[dict[str, Any]] = []
@@ -242,7 +276,7 @@ class LiveFeed:
                                     if t["id"] in prev_states})
         self._remember(delta)
         self.stats["flushes"] += 1
-        for sub in list(self.subscribers):
+        for sub in everything:
             message = self._delta_message(delta, sub.filters)
             if message is not None and sub.send(message, delta.seq):
                 self.stats["messages"] += 1
@@ -280,7 +314,10 @@ class LiveFeed:
             self._floor = old.seq
 
     def replay(self, sub: Subscriber, since_seq: int) -> bool:
-        """Send the deltas after ``since_seq``; False when they are no longer all held."""
+        """Send the deltas after ``since_seq``; False when they are no longer all
+        held, or ``sub`` shows a window (its resume is a snapshot)."""
+        if sub.view is not None:
+            return False
         if since_seq < self._floor or since_seq > self._seq:
             return False
         replayed = 0
@@ -300,12 +337,17 @@ class LiveFeed:
 
     def send_snapshot(self, sub: Subscriber, *, resync: bool = False) -> None:
         parts_json = self.snapshots.parts_json(fresh=False)
-        tasks_json = self.snapshots.tasks_json(sub.filters, sub.limit)
+        window = self.views.windows.get(sub.view) if sub.view is not None else None
+        if window is not None:
+            tasks_json = window.snapshot_tasks_json()
+        else:
+            tasks_json = self.snapshots.tasks_json(sub.filters, sub.limit)
         # The seq is taken once the pieces are built: building them syncs the
         # index and evaluates alerts, which may send alert messages first, and
         # those must not carry a higher seq than this snapshot.
         seq = self.next_seq()
-        sub.send(self.snapshots.message(seq, parts_json, tasks_json, sub.filters, resync), seq)
+        sub.send(self.snapshots.message(seq, parts_json, tasks_json, sub.filters, resync,
+                                        window=sub.view), seq)
 
     def broadcast_snapshot(self) -> None:
         if not self.subscribers:
@@ -317,12 +359,19 @@ class LiveFeed:
 
     def _broadcast_snapshot(self) -> None:
         parts_json = self.snapshots.parts_json(fresh=True)
+        everything = [sub for sub in self.subscribers if sub.view is None]
         tasks_json = {key: self.snapshots.tasks_json(*key)
-                      for key in {(sub.filters, sub.limit) for sub in self.subscribers}}
+                      for key in {(sub.filters, sub.limit) for sub in everything}}
         seq = self.next_seq()  # after building, as in send_snapshot
-        messages: dict[tuple[Filters, int], bytes] = {}
         self.stats["snapshots"] += 1
-        for sub in list(self.subscribers):
+        windowed = self.views.subscribers()
+        if windowed:
+            # Window clients have their rows; they get the fresh numbers
+            numbers = Snapshots.numbers(seq, parts_json)
+            for sub in windowed:
+                sub.send(numbers, seq)
+        messages: dict[tuple[Filters, int], bytes] = {}
+        for sub in everything:
             key = (sub.filters, sub.limit)
             message = messages.get(key)
             if message is None:

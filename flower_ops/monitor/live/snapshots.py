@@ -76,11 +76,18 @@ class Snapshots:
 
     @staticmethod
     def message(seq: int, parts_json: str, tasks_json: str, filters: Filters,
-                resync: bool = False) -> bytes:
-        head = encode({"type": "snapshot", "seq": seq, "time": now_iso(),
-                       "filters": filters.as_json(), "resync": resync})
+                resync: bool = False, window: Any = None) -> bytes:
+        head: dict[str, Any] = {"type": "snapshot", "seq": seq, "time": now_iso(),
+                                "filters": filters.as_json(), "resync": resync}
+        head.update(window.as_json() if window is not None else {"mode": "all"})
         # Shared pieces are encoded once, then spliced in.
-        return f"{head[:-1]},{tasks_json[1:-1]},{parts_json[1:]}".encode()
+        return f"{encode(head)[:-1]},{tasks_json[1:-1]},{parts_json[1:]}".encode()
+
+    @staticmethod
+    def numbers(seq: int, parts_json: str) -> bytes:
+        """The snapshot's shared parts alone, for window subscribers."""
+        head = encode({"type": "numbers", "seq": seq, "time": now_iso()})
+        return f"{head[:-1]},{parts_json[1:]}".encode()
 
 
 def task_time(task: dict[str, Any]) -> str:

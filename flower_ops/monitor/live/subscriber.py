@@ -28,6 +28,8 @@ class Subscriber:
         self.max_bytes = max_bytes
         self.filters: Filters = ALL
         self.limit = SNAPSHOT_TASKS
+        # The window it shows (live/views.py ViewKey), or None: every change
+        self.view: Any = None
         self.pending_messages = 0
         self.pending_bytes = 0
         self.last_seq: int | None = None
