@@ -248,12 +248,6 @@ class LiveFeed:
         self._flush_alerts()
         if not pending:
             return
-        everything = [sub for sub in self.subscribers if sub.view is None]
-        if not everything:
-            # Nobody takes every change: no message is built, and a resume
-            # from before this point gets a fresh snapshot instead
-            self._floor = self._seq = self._seq + 1
-            return
         data = self.index.state.tasks.data
         summaries = self.tasks.summaries  # shared with listings and snapshots
         tasks: list[dict[str, Any]] = []
@@ -276,7 +270,8 @@ class LiveFeed:
                                     if t["id"] in prev_states})
         self._remember(delta)
         self.stats["flushes"] += 1
-        for sub in everything:
+        # Window subscribers get their windows (tick_views), not every change
+        for sub in [sub for sub in self.subscribers if sub.view is None]:
             message = self._delta_message(delta, sub.filters)
             if message is not None and sub.send(message, delta.seq):
                 self.stats["messages"] += 1
