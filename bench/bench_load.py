@@ -81,6 +81,7 @@ sys.path.insert(0, str(ROOT))
 from bench_api import STATE_MIX, TASKS_PER_SECOND, WORKERS, _task_events
 from common import environment_line, heading, percentile, ratio
 from load_clients import API, ENDPOINTS, api_clients, feed_clients, poll_clients
+from load_targets import print_table
 
 from flower_ops.demo.embedded import EmbeddedRedis, free_port
 
@@ -438,7 +439,8 @@ def run_phase(side: str, args: argparse.Namespace, token: str) -> dict[str, Any]
                 continue
             if side == "ours":
                 clients.append(ctx.Process(target=feed_clients, args=(
-                    port, token, count, first, start_at, stop_at, results), daemon=True))
+                    port, token, count, first, start_at, stop_at, results,
+                    feed_subscription(args)), daemon=True))
             else:
                 clients.append(ctx.Process(target=poll_clients, args=(
                     port, args.datatable_columns, count, first, args.poll_seconds, start_at,
@@ -576,6 +578,14 @@ def x(a: float | None, b: float | None) -> str:
     return f"{ratio(a, b):.3g}"
 
 
+def feed_subscription(args: argparse.Namespace) -> dict[str, Any] | None:
+    """What each feed client subscribes to: the page's window (as feed.js asks
+    for it), or None (``--feed-mode all``) for every change."""
+    if args.feed_mode == "all":
+        return None
+    return {"type": "subscribe", "mode": "window", "limit": args.feed_limit}
+
+
 def ours_error_count(res: dict[str, Any]) -> int:
     api = sum(sum(v.values()) for v in res["api"]["errors"].values())
     live = sum(res["live"]["errors"].values())
@@ -590,7 +600,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict
     print(heading("side by side"))
     print(f"  {args.tasks:,} tasks preloaded (max_tasks {args.max_tasks:,}), {args.rate:g} task "
           f"lifecycles/s sustained, {args.api_clients} API clients (think "
-          f"{args.think_seconds:g} s), {args.feed_clients} feed holders; "
+          f"{args.think_seconds:g} s), {args.feed_clients} feed holders ({args.feed_mode}"
+          f"{' of ' + str(args.feed_limit) + ' rows' if args.feed_mode == 'window' else ''}); "
           f"{args.duration:g} s measured per side after {args.ramp_seconds:g} s ramp")
     print(f"  {environment_line()}")
     print("\n  API, client round trip in ms (requests started in the measured window;"
@@ -723,6 +734,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="pause between an API client's requests (jittered 0.5-1.5x)")
     parser.add_argument("--feed-clients", type=int, default=1000)
     parser.add_argument("--feed-processes", type=int, default=2)
+    parser.add_argument("--feed-mode", choices=("window", "all"), default="window",
+                        help="feed clients subscribe as the page does (window) or take every "
+                             "change (all)")
+    parser.add_argument("--feed-limit", type=int, default=30,
+                        help="rows in a window client's window (the overview's)")
     parser.add_argument("--poll-seconds", type=float, default=2.0,
                         help="Flower baseline: each feed holder's /tasks/datatable interval")
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per side")
@@ -757,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = report(results, args)
     ok = True
     if "ours" in results:
+        summary["targets_met"] = print_table(results, args)
         errors = ours_error_count(results["ours"])
         ok = errors == 0
         summary["ours_errors"] = errors

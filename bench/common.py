@@ -111,6 +111,20 @@ def ws_frame(buf: bytes | bytearray, offset: int) -> tuple[int, int, int] | None
     return opcode, offset + head, length
 
 
+def ws_client_text(text: str) -> bytes:
+    """One masked text frame, as a client sends it (RFC 6455 5.3)."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        head = bytes([0x81, 0x80 | size])
+    elif size < 1 << 16:
+        head = bytes([0x81, 0x80 | 126]) + struct.pack(">H", size)
+    else:
+        head = bytes([0x81, 0x80 | 127]) + struct.pack(">Q", size)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 def ws_upgrade_request(path: str, host: str, port: int, token: str) -> bytes:
     """The raw HTTP upgrade a benchmark's feed client opens with (token in
     the Authorization header, never in the URL)."""

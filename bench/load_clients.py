@@ -30,7 +30,7 @@ from urllib.parse import quote, urlencode
 
 from bench_api import TASK_QUEUES, WORKERS
 from bench_live import event_time
-from common import ws_frame, ws_upgrade_request
+from common import ws_client_text, ws_frame, ws_upgrade_request
 
 API = "/api/automation/monitoring"
 PROBE_EVERY_S = 2.0
@@ -324,11 +324,14 @@ SEQ_RE = re.compile(rb'"seq":(\d+)')
 
 
 def feed_clients(port: int, token: str, count: int, first_index: int, start_at: float,
-                 stop_at: float, results: Any) -> None:
+                 stop_at: float, results: Any, subscribe: dict[str, Any] | None = None) -> None:
     """Raw asyncio WebSocket clients (bench_live.py's: Tornado's own client
     costs more CPU than the server on 2 cores). Frames are walked, not parsed;
-    every ``FEED_PROBE_EVERY``-th client parses ``tasks`` messages for latency."""
+    every ``FEED_PROBE_EVERY``-th client parses ``tasks`` and ``view`` messages
+    for latency. ``subscribe``: the message each sends once upgraded (the
+    page's window subscription), or None to take every change."""
     path = f"{API}/ws"
+    subscribe_frame = ws_client_text(json.dumps(subscribe)) if subscribe else b""
     stats: dict[str, Any] = {"connected": 0, "reconnects": 0, "messages": Counter(),
                              "bytes": 0, "updates": 0, "latencies": [],
                              "first_snapshot_s": [], "errors": Counter(), "held_at_stop": 0,
@@ -370,6 +373,8 @@ def feed_clients(port: int, token: str, count: int, first_index: int, start_at: 
                     self.fail(f"upgrade refused ({bytes(buf[9:12]).decode(errors='replace')})")
                     return
                 self.upgraded = True
+                if subscribe_frame:
+                    self.transport.write(subscribe_frame)
                 stats["connected"] += 1
                 opened.discard(self)
                 live.add(self)
@@ -401,11 +406,13 @@ def feed_clients(port: int, token: str, count: int, first_index: int, start_at: 
                     if in_window:
                         stats["messages"][kind] += 1
                         stats["bytes"] += length
-                        if kind == "tasks":
+                        if kind in ("tasks", "view"):
                             payload = bytes(buf[start:start + length])
                             stats["updates"] += payload.count(b'{"id":')
                             if self.probe:
-                                for task in json.loads(payload)["tasks"]:
+                                message = json.loads(payload)
+                                for task in (message["tasks"] if kind == "tasks" else
+                                             message["rows"] + message["changed"]):
                                     at = event_time(task)
                                     if at is not None:
                                         stats["latencies"].append(now - at)

@@ -35,6 +35,7 @@
 
   FO.route = function (focus) {
     var r = match(location.pathname);
+    if (r.view !== "task" && r.view !== "workflow") { FO.watch([]); }  // its view names them
     VIEWS.forEach(function (v) {
       document.getElementById("fo-view-" + v).hidden = v !== r.view;
     });

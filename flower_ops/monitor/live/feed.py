@@ -67,12 +67,22 @@ class FeedSettings:
 
 @dataclass
 class _Delta:
+    """One flush: the ids that changed. Their summaries are built when a
+    message needs them (an all-mode client now, or a replay later, then in
+    their latest state), not for the replay buffer."""
     seq: int
     time: str           # ISO 8601 UTC (core/times.py)
-    tasks: list[dict[str, Any]]
+    ids: list[str]
     removed: list[str]
     prev_states: dict[str, str | None]
+    tasks: list[dict[str, Any]] | None = None
+    gone: list[str] = field(default_factory=list)
     encoded: dict[Filters, bytes] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        self.tasks = None
+        self.gone = []
+        self.encoded = {}
 
 
 class LiveFeed:
@@ -249,25 +259,11 @@ class LiveFeed:
         if not pending:
             return
         data = self.index.state.tasks.data
-        summaries = self.tasks.summaries  # shared with listings and snapshots
-        tasks: list[dict[str, Any]] = []
-        removed: list[str] = []
-        for uuid in pending:
-            task = data.get(uuid)
-            if task is None:
-                removed.append(uuid)
-            else:
-                # Unknown (null) fields are left out: a task's fields only go
-                # from unknown to known, and it makes every delta smaller.
-                summary = summaries.get(uuid, task)
-                tasks.append({k: v for k, v in summary.items() if v is not None})
-        if not tasks and not removed:
-            return
-        tasks.sort(key=task_time)
+        ids = [uuid for uuid in pending if uuid in data]
+        removed = [uuid for uuid in pending if uuid not in data]
         self.snapshots.forget_tasks()
-        delta = _Delta(seq=self.next_seq(), time=now_iso(), tasks=tasks, removed=removed,
-                       prev_states={t["id"]: prev_states[t["id"]] for t in tasks
-                                    if t["id"] in prev_states})
+        delta = _Delta(seq=self.next_seq(), time=now_iso(), ids=ids, removed=removed,
+                       prev_states={u: prev_states[u] for u in ids if u in prev_states})
         self._remember(delta)
         self.stats["flushes"] += 1
         # Window subscribers get their windows (tick_views), not every change
@@ -275,8 +271,8 @@ class LiveFeed:
             message = self._delta_message(delta, sub.filters)
             if message is not None and sub.send(message, delta.seq):
                 self.stats["messages"] += 1
-        # Only the raw tasks stay in the replay buffer
-        delta.encoded = {}
+        # Only the ids stay in the replay buffer
+        delta.forget()
         # Under load (many clients, many changes) flush less often: fewer,
         # larger, more coalesced messages keep the IOLoop responsive.
         spent = self.io_loop.time() - self._last_flush
@@ -287,25 +283,47 @@ class LiveFeed:
         cached = delta.encoded.get(filters)
         if cached is not None:
             return cached or None
-        tasks = delta.tasks if filters.empty else [t for t in delta.tasks
-                                                   if wants(filters, t, delta.prev_states)]
-        if not tasks and not delta.removed:
+        all_tasks = self._tasks_of(delta)
+        tasks = all_tasks if filters.empty else [t for t in all_tasks
+                                                 if wants(filters, t, delta.prev_states)]
+        removed = delta.removed + delta.gone
+        if not tasks and not removed:
             delta.encoded[filters] = b""
             return None
         message = encode({"type": "tasks", "seq": delta.seq, "time": delta.time,
-                          "tasks": tasks, "removed": delta.removed}).encode()
+                          "tasks": tasks, "removed": removed}).encode()
         delta.encoded[filters] = message
         return message
+
+    def _tasks_of(self, delta: _Delta) -> list[dict[str, Any]]:
+        """The delta's tasks as they are now, oldest first; ids Flower's memory
+        dropped since go to ``gone``."""
+        if delta.tasks is None:
+            data = self.index.state.tasks.data
+            summaries = self.tasks.summaries  # shared with listings and snapshots
+            tasks = []
+            for uuid in delta.ids:
+                task = data.get(uuid)
+                if task is None:
+                    delta.gone.append(uuid)
+                else:
+                    # Unknown (null) fields are left out: a task's fields only go
+                    # from unknown to known, and it makes every delta smaller.
+                    tasks.append({k: v for k, v in summaries.get(uuid, task).items()
+                                  if v is not None})
+            tasks.sort(key=task_time)
+            delta.tasks = tasks
+        return delta.tasks
 
     def _remember(self, delta: _Delta) -> None:
         if self.replay_capacity <= 0:
             self._floor = delta.seq
             return
         self._buffer.append(delta)
-        self._buffered_tasks += len(delta.tasks) + len(delta.removed)
+        self._buffered_tasks += len(delta.ids) + len(delta.removed)
         while self._buffered_tasks > self.replay_capacity and self._buffer:
             old = self._buffer.popleft()
-            self._buffered_tasks -= len(old.tasks) + len(old.removed)
+            self._buffered_tasks -= len(old.ids) + len(old.removed)
             self._floor = old.seq
 
     def replay(self, sub: Subscriber, since_seq: int) -> bool:
@@ -320,7 +338,7 @@ class LiveFeed:
             if delta.seq <= since_seq:
                 continue
             message = self._delta_message(delta, sub.filters)
-            delta.encoded = {}
+            delta.forget()
             if message is not None:
                 if not sub.send(message, delta.seq):
                     return True

@@ -110,6 +110,7 @@
       view.rows.set(t.id, row);
       tbody.appendChild(row.tr);
     });
+    FO.watch(Array.from(view.rows.keys()));   // these rows follow the feed
     if (!view.tasks.length) {
       var tr = el("tr");
       var td = el("td", "text-body-secondary", "No task matches these filters.");

@@ -1,5 +1,9 @@
 /* Flower Ops console: the live feed (docs/live-feed.md) and the alerts it carries.
- * Emits "snapshot", "tasks" (changed tasks, removed ids), "alerts" (the active list).
+ * The page subscribes to a window: the newest FO.WINDOW_LIMIT tasks (the
+ * overview's grid) plus the tasks the current view shows (FO.watch(ids)); it
+ * receives those rows' changes and fresh numbers, not every task change.
+ * Emits "snapshot", "numbers" (fresh figures), "tasks" (whole rows that
+ * changed, removed ids), "left" (ids that left the window), "alerts".
  */
 (function () {
   "use strict";
@@ -7,13 +11,18 @@
   if (!FO) { return; }
   var el = FO.el;
 
-  var SNAPSHOT_LIMIT = 100;
+  var WINDOW_LIMIT = FO.WINDOW_LIMIT = 30;
+  var WATCH_DELAY_MS = 150;
   var BACKOFF_MIN_MS = 500;
   var BACKOFF_MAX_MS = 10000;
   var feed = FO.feed = {
     ws: null, lastSeq: null, backoff: BACKOFF_MIN_MS, reconnectTimer: null, stopped: false,
-    filters: {}, alerts: new Map()
+    filters: {}, alerts: new Map(), ids: [], rows: new Map(), watchTimer: null
   };
+
+  function subscription(type) {
+    return { type: type, mode: "window", filters: feed.filters, limit: WINDOW_LIMIT, ids: feed.ids };
+  }
 
   // Alerts in words, for people
   FO.ALERT_WORDS = {
@@ -44,7 +53,8 @@
     var ws = new WebSocket(FO.WS_URL);
     feed.ws = ws;
     ws.onopen = function () {
-      var auth = { type: "auth", token: token, filters: feed.filters, limit: SNAPSHOT_LIMIT };
+      var auth = subscription("auth");
+      auth.token = token;
       if (feed.lastSeq !== null) { auth.resume = feed.lastSeq; }
       ws.send(JSON.stringify(auth));
     };
@@ -81,11 +91,19 @@
       case "snapshot":
         feed.backoff = BACKOFF_MIN_MS;
         setConnection("live", "Live");
-        feed.alerts = new Map();
-        (message.alerts || []).forEach(function (a, i) { feed.alerts.set(a.id || String(i), a); });
-        renderAlertCount();
+        feed.rows = new Map();
+        (message.tasks || []).forEach(function (t) { feed.rows.set(t.id, t); });
         FO.emit("snapshot", message);
-        FO.emit("alerts", activeAlerts());
+        numbers(message);
+        break;
+      case "numbers":
+        setConnection("live", "Live");
+        FO.emit("numbers", message);
+        numbers(message);
+        break;
+      case "view":
+        setConnection("live", "Live");
+        applyView(message);
         break;
       case "tasks":
         setConnection("live", "Live");
@@ -106,6 +124,44 @@
     }
   }
 
+  // Fresh figures (a snapshot's or a numbers message): the alerts they carry
+  function numbers(message) {
+    feed.alerts = new Map();
+    (message.alerts || []).forEach(function (a, i) { feed.alerts.set(a.id || String(i), a); });
+    renderAlertCount();
+    FO.emit("alerts", activeAlerts());
+  }
+
+  // A window change: rows new to it come whole, rows it holds only with the
+  // fields that changed (null: the field is gone), ids that left it
+  function applyView(message) {
+    var changed = [];
+    (message.rows || []).forEach(function (t) { feed.rows.set(t.id, t); changed.push(t); });
+    (message.changed || []).forEach(function (delta) {
+      var row = Object.assign({}, feed.rows.get(delta.id) || {}, delta);
+      Object.keys(row).forEach(function (k) { if (row[k] === null) { delete row[k]; } });
+      feed.rows.set(delta.id, row);
+      changed.push(row);
+    });
+    (message.left || []).forEach(function (id) { feed.rows.delete(id); });
+    if (changed.length) { FO.emit("tasks", changed, []); }
+    if ((message.left || []).length) { FO.emit("left", message.left); }
+    FO.emit("total", message.total);
+  }
+
+  // The tasks the current view shows, besides the window: their changes come
+  // on the feed too (a task page, the rows of a listing, a workflow's steps)
+  FO.watch = function (ids) {
+    var next = (ids || []).slice(0, 500).sort();
+    if (next.join(",") === feed.ids.join(",")) { return; }
+    feed.ids = next;
+    if (feed.watchTimer) { clearTimeout(feed.watchTimer); }
+    feed.watchTimer = setTimeout(function () {
+      feed.watchTimer = null;
+      FO.send(subscription("subscribe"));
+    }, WATCH_DELAY_MS);
+  };
+
   FO.send = function (message) {
     if (feed.ws && feed.ws.readyState === WebSocket.OPEN) {
       feed.ws.send(JSON.stringify(message));
@@ -113,7 +169,7 @@
   };
   FO.subscribe = function (filters) {
     feed.filters = filters;
-    FO.send({ type: "subscribe", filters: filters, limit: SNAPSHOT_LIMIT });
+    FO.send(subscription("subscribe"));
   };
   FO.on("token", function (token) {
     // A fresh token on the open socket keeps it open past the old expiry

@@ -21,6 +21,7 @@
       fleet.rows.set(t.id, row);
       tbody.appendChild(row.tr);
     });
+    FO.watch(Array.from(fleet.rows.keys()));   // these rows follow the feed
     table.appendChild(tbody);
     wrap.appendChild(table);
     box.appendChild(wrap);

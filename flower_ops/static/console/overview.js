@@ -6,25 +6,39 @@
   var FO = window.FO;
   if (!FO) { return; }
   var el = FO.el;
-  var MAX_ROWS = 200;
+  var MAX_ROWS = FO.WINDOW_LIMIT || 30;   // the feed's window: the newest tasks
   var grid = { tasks: new Map(), rows: new Map(), renderQueued: false };
 
   function taskMs(t) { return FO.instantMs(FO.taskTime(t)) || 0; }
 
-  FO.on("snapshot", function (message) {
-    grid.tasks = new Map();
-    (message.tasks || []).forEach(function (t) { grid.tasks.set(t.id, t); });
+  // The figures of a snapshot or of a numbers message (every 2 s)
+  function renderNumbers(message) {
     renderStats(message.stats || {});
     renderWorkers(message.workers || []);
     renderQueues(message.queues, message.queues_error);
-    FO.setText("fo-task-count", "(" + FO.fmtNumber(message.total) + " matching in memory)");
-    FO.lastSnapshot = message;
+    FO.lastSnapshot = Object.assign({}, FO.lastSnapshot || {}, message);
+  }
+  function renderTotal(total) {
+    FO.setText("fo-task-count", "(" + FO.fmtNumber(total) + " matching in memory)");
+  }
+
+  FO.on("snapshot", function (message) {
+    grid.tasks = new Map();
+    (message.tasks || []).forEach(function (t) { grid.tasks.set(t.id, t); });
+    renderNumbers(message);
+    renderTotal(message.total);
     queueRender();
   });
+  FO.on("numbers", renderNumbers);
+  FO.on("total", renderTotal);
 
   FO.on("tasks", function (tasks, removed) {
     tasks.forEach(function (t) { grid.tasks.set(t.id, t); });
     removed.forEach(function (id) { grid.tasks.delete(id); });
+    queueRender();
+  });
+  FO.on("left", function (ids) {
+    ids.forEach(function (id) { grid.tasks.delete(id); });
     queueRender();
   });
 

@@ -25,6 +25,7 @@
 
   FO.showTask = function (id) {
     page.id = id;
+    FO.watch([id]);   // its changes come on the feed
     page.task = null;
     var seq = ++page.seq;
     var body = document.getElementById("fo-task-body");

@@ -72,6 +72,7 @@
     wf.data = data;
     wf.byId = new Map();
     data.nodes.forEach(function (n) { wf.byId.set(n.task_id, n); });
+    FO.watch(data.nodes.filter(function (n) { return n.published; }).map(function (n) { return n.task_id; }));
     renderHead(data);
     FO.workflowActions.update(data);
     var sig = signature(data);
