@@ -652,6 +652,10 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict
                   f" " + ", ".join(f"{k} {v:,}" for k, v in sorted(msgs.items())) + "); "
                   f"{live.get('bytes', 0) / wall / 1e6:.1f} MB/s; task updates delivered "
                   f"{live.get('updates', 0):,} ({live.get('updates', 0) / wall:,.0f}/s)")
+            by_type = live.get("bytes_by_type", {})
+            print("         bytes per client by message type: " + ", ".join(
+                f"{k} {v / wall / max(1, args.feed_clients) / 1000:.1f} KB/s"
+                for k, v in sorted(by_type.items())))
             print(f"         event-to-client latency (probe clients): "
                   f"{latency_cells(upd)} ms (n p50 p95 p99 max)")
             print(f"         errors {errors_cell(live.get('errors', {}))}")

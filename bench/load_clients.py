@@ -333,7 +333,7 @@ def feed_clients(port: int, token: str, count: int, first_index: int, start_at: 
     path = f"{API}/ws"
     subscribe_frame = ws_client_text(json.dumps(subscribe)) if subscribe else b""
     stats: dict[str, Any] = {"connected": 0, "reconnects": 0, "messages": Counter(),
-                             "bytes": 0, "updates": 0, "latencies": [],
+                             "bytes": 0, "bytes_by_type": Counter(), "updates": 0, "latencies": [],
                              "first_snapshot_s": [], "errors": Counter(), "held_at_stop": 0,
                              "examples": []}
     live: set[Any] = set()  # upgraded
@@ -406,6 +406,7 @@ def feed_clients(port: int, token: str, count: int, first_index: int, start_at: 
                     if in_window:
                         stats["messages"][kind] += 1
                         stats["bytes"] += length
+                        stats["bytes_by_type"][kind] += length
                         if kind in ("tasks", "view"):
                             payload = bytes(buf[start:start + length])
                             stats["updates"] += payload.count(b'{"id":')

@@ -25,6 +25,7 @@ from flower_ops.monitor.config import MonitorConfig
 from flower_ops.monitor.sources.inspect_log import quiet_inspect_before_workers
 
 logger = logging.getLogger(__name__)
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def load_config_or_exit() -> MonitorConfig:
@@ -71,6 +72,11 @@ def flower_ops(ctx: click.Context, tornado_argv: tuple[str, ...]) -> None:
     atexit.register(ops.stop)
     signal.signal(signal.SIGTERM, flower_command.sigterm_handler)
 
+    # The IOLoop shares the GIL with Flower's event-receiving thread. Each
+    # socket write releases it, and taking it back waits out the other
+    # thread's slice: 5 ms by default, so one fan-out to a thousand feed
+    # clients could stall requests for seconds. Short slices bound that wait.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     port = flower_app.start_http_server()
     if not ctx.obj.quiet:
         flower_command.print_banner(app, "ssl_options" in flower_command.settings, port)

@@ -380,7 +380,7 @@ class LiveFeed:
         windowed = self.views.subscribers()
         if windowed:
             # Window clients have their rows; they get the fresh numbers
-            numbers = Snapshots.numbers(seq, parts_json)
+            numbers = self.snapshots.numbers(seq)
             for sub in windowed:
                 sub.send(numbers, seq)
         messages: dict[tuple[Filters, int], bytes] = {}

@@ -17,6 +17,7 @@ from flower_ops.monitor.services.tasks import TaskQueryService
 from flower_ops.monitor.services.workers import WorkerService
 
 PARTS_MAX_AGE_SECONDS = 0.5
+NUMBERS_ALERTS = 20
 
 
 class Snapshots:
@@ -30,7 +31,9 @@ class Snapshots:
         self.workers = workers
         self.queues = queues
         self.io_loop = io_loop
-        self._parts_cache: tuple[float, str] | None = None
+        self._parts_cache: tuple[float, str, dict[str, Any]] | None = None
+        # The active alerts (id, severity) the last numbers message carried
+        self._numbers_alerts: tuple[Any, ...] | None = None
         self._tasks_cache: dict[tuple[Filters, int], str] = {}
 
     def forget_parts(self) -> None:
@@ -40,14 +43,17 @@ class Snapshots:
         self._tasks_cache.clear()
 
     def parts(self) -> dict[str, Any]:
-        parts: dict[str, Any] = {"stats": self.stats.stats(),
+        stats = self.stats.stats()
+        # The alerts list goes once, at the top level (its counts stay in stats)
+        alerts = stats.pop("alerts", [])
+        parts: dict[str, Any] = {"stats": stats,
                                  "workers": self.workers.list().get("workers", [])}
         try:
             parts["queues"] = self.queues.list().get("queues", [])
         except Unavailable as exc:
             parts["queues"] = None
             parts["queues_error"] = exc.message
-        parts["alerts"] = parts["stats"].get("alerts", [])
+        parts["alerts"] = alerts
         return parts
 
     def task_list(self, filters: Filters, limit: int) -> dict[str, Any]:
@@ -70,8 +76,9 @@ class Snapshots:
         cached = self._parts_cache
         if not fresh and cached is not None and now - cached[0] < PARTS_MAX_AGE_SECONDS:
             return cached[1]
-        parts_json = encode(self.parts())
-        self._parts_cache = (now, parts_json)
+        parts = self.parts()
+        parts_json = encode(parts)
+        self._parts_cache = (now, parts_json, parts)
         return parts_json
 
     @staticmethod
@@ -83,11 +90,21 @@ class Snapshots:
         # Shared pieces are encoded once, then spliced in.
         return f"{encode(head)[:-1]},{tasks_json[1:-1]},{parts_json[1:]}".encode()
 
-    @staticmethod
-    def numbers(seq: int, parts_json: str) -> bytes:
-        """The snapshot's shared parts alone, for window subscribers."""
-        head = encode({"type": "numbers", "seq": seq, "time": now_iso()})
-        return f"{head[:-1]},{parts_json[1:]}".encode()
+    def numbers(self, seq: int) -> bytes:
+        """The snapshot's shared parts (as last built by ``parts_json``), for
+        window subscribers: the most severe ``NUMBERS_ALERTS`` alerts (the
+        count of all is ``stats.alerts_total``), and only when they differ
+        (ids, severities) from the previous numbers message's."""
+        assert self._parts_cache is not None
+        parts = self._parts_cache[2]
+        message = {"type": "numbers", "seq": seq, "time": now_iso(),
+                   **{k: v for k, v in parts.items() if k != "alerts"}}
+        alerts = parts["alerts"][:NUMBERS_ALERTS]
+        key = tuple((a.get("id"), a.get("severity")) for a in alerts)
+        if key != self._numbers_alerts:
+            message["alerts"] = alerts
+        self._numbers_alerts = key
+        return encode(message).encode()
 
 
 def task_time(task: dict[str, Any]) -> str:

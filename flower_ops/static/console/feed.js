@@ -126,8 +126,11 @@
 
   // Fresh figures (a snapshot's or a numbers message): the alerts they carry
   function numbers(message) {
-    feed.alerts = new Map();
-    (message.alerts || []).forEach(function (a, i) { feed.alerts.set(a.id || String(i), a); });
+    feed.alertsTotal = (message.stats || {}).alerts_total;
+    if (message.alerts) {   // left out of a numbers message when unchanged
+      feed.alerts = new Map();
+      message.alerts.forEach(function (a, i) { feed.alerts.set(a.id || String(i), a); });
+    }
     renderAlertCount();
     FO.emit("alerts", activeAlerts());
   }
@@ -198,7 +201,8 @@
 
   // The alert count, in the console's header on every view
   function renderAlertCount() {
-    var n = feed.alerts.size;
+    // The count of every active alert; the list holds the most severe 100
+    var n = typeof feed.alertsTotal === "number" ? Math.max(feed.alertsTotal, feed.alerts.size) : feed.alerts.size;
     var badge = document.getElementById("fo-alert-count");
     badge.textContent = String(n);
     badge.className = "badge rounded-pill " + (n ? "text-bg-danger" : "text-bg-secondary");
