@@ -33,6 +33,7 @@ from flower_ops.monitor.health.metrics import install_collector
 from flower_ops.monitor.health.monitor import HealthMonitor
 from flower_ops.monitor.health.probe import WorkerProbe
 from flower_ops.monitor.health.webhook import WebhookNotifier
+from flower_ops.monitor.heap import HeapKeeper
 from flower_ops.monitor.http import actions as actions_http
 from flower_ops.monitor.http import alerts as alerts_http
 from flower_ops.monitor.http import api as api_http
@@ -98,6 +99,7 @@ class FlowerOps:
     actions: TaskActionService
     feed: LiveFeed
     routes: list[Route] = field(default_factory=list)
+    heap: HeapKeeper = field(default_factory=HeapKeeper)
     _timers: list[PeriodicCallback] = field(default_factory=list)
 
     def prefixed(self, path: str) -> str:
@@ -121,8 +123,10 @@ class FlowerOps:
         self.queues.refresh_in_background(self.blocking)
         self.feed.start()
         self.health.start()
+        self.heap.start()
 
     def stop(self) -> None:
+        self.heap.stop()
         self.health.stop()
         self.feed.stop()
         for timer in self._timers:

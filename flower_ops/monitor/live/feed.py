@@ -32,17 +32,18 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from flower_ops.core.times import now_iso
+from flower_ops.monitor.live.deltas import Delta as _Delta
 from flower_ops.monitor.live.filters import Filters, wants
 from flower_ops.monitor.live.protocol import CLOSE_GOING_AWAY, encode
-from flower_ops.monitor.live.snapshots import Snapshots, task_time
+from flower_ops.monitor.live.snapshots import Snapshots
 from flower_ops.monitor.live.subscriber import Subscriber
-from flower_ops.monitor.live.views import VIEW_SECONDS, Views, ViewKey
+from flower_ops.monitor.live.views import VIEW_SECONDS, ViewKey, Views
 from flower_ops.monitor.services.tasks import TaskQueryService
 from flower_ops.monitor.sources.task_index import TaskIndex
 
@@ -63,26 +64,6 @@ class FeedSettings:
     replay_buffer_size: int
     client_queue_size: int
     client_buffer_bytes: int
-
-
-@dataclass
-class _Delta:
-    """One flush: the ids that changed. Their summaries are built when a
-    message needs them (an all-mode client now, or a replay later, then in
-    their latest state), not for the replay buffer."""
-    seq: int
-    time: str           # ISO 8601 UTC (core/times.py)
-    ids: list[str]
-    removed: list[str]
-    prev_states: dict[str, str | None]
-    tasks: list[dict[str, Any]] | None = None
-    gone: list[str] = field(default_factory=list)
-    encoded: dict[Filters, bytes] = field(default_factory=dict)
-
-    def forget(self) -> None:
-        self.tasks = None
-        self.gone = []
-        self.encoded = {}
 
 
 class LiveFeed:
@@ -216,14 +197,16 @@ class LiveFeed:
             return
         # Snapshot pieces built before these changes are stale now
         self.snapshots.forget_parts()
-        if len(alerts) * len(self.subscribers) > ALERT_WRITES_PER_FLUSH:
+        # Window subscribers get the alerts with their numbers messages
+        everything = [sub for sub in self.subscribers if sub.view is None]
+        if len(alerts) * len(everything) > ALERT_WRITES_PER_FLUSH:
             self.stats["alerts_deferred"] += len(alerts)
             return
         for event, alert in alerts.values():
             seq = self.next_seq()
             message = encode({"type": "alert", "seq": seq, "time": now_iso(),
                               "event": event, "alert": alert}).encode()
-            for sub in list(self.subscribers):
+            for sub in everything:
                 sub.send(message, seq)
             self.stats["alerts_sent"] += 1
 
@@ -296,24 +279,7 @@ class LiveFeed:
         return message
 
     def _tasks_of(self, delta: _Delta) -> list[dict[str, Any]]:
-        """The delta's tasks as they are now, oldest first; ids Flower's memory
-        dropped since go to ``gone``."""
-        if delta.tasks is None:
-            data = self.index.state.tasks.data
-            summaries = self.tasks.summaries  # shared with listings and snapshots
-            tasks = []
-            for uuid in delta.ids:
-                task = data.get(uuid)
-                if task is None:
-                    delta.gone.append(uuid)
-                else:
-                    # Unknown (null) fields are left out: a task's fields only go
-                    # from unknown to known, and it makes every delta smaller.
-                    tasks.append({k: v for k, v in summaries.get(uuid, task).items()
-                                  if v is not None})
-            tasks.sort(key=task_time)
-            delta.tasks = tasks
-        return delta.tasks
+        return delta.tasks_now(self.index.state.tasks.data, self.tasks.summaries)
 
     def _remember(self, delta: _Delta) -> None:
         if self.replay_capacity <= 0:

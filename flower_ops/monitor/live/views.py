@@ -74,7 +74,8 @@ def parse_window(body: dict[str, Any], filters: Filters) -> ViewKey:
     limit = body.get("limit")
     if limit is None:
         limit = SNAPSHOT_TASKS
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_SNAPSHOT_TASKS:
+    if (isinstance(limit, bool) or not isinstance(limit, int)
+            or not 0 <= limit <= MAX_SNAPSHOT_TASKS):
         raise InvalidQuery(f"limit must be an integer between 0 and {MAX_SNAPSHOT_TASKS} "
                            "in window mode")
     return ViewKey(filters=filters, limit=limit, ids=ids)

@@ -47,7 +47,7 @@ class AcyclicTask(CeleryTask):
 
     __slots__ = ()
 
-    @property  # type: ignore[override]
+    @property
     def _serializer_handlers(self) -> dict[str, Any]:
         return {"children": self._serializable_children, "root": self._serializable_root,
                 "parent": self._serializable_parent}
