@@ -555,3 +555,37 @@ def test_actions_work_from_the_keyboard_alone(console: Console, stack: Stack) ->
     assert len([t for t in stack.get_json("/tasks", limit=50)["tasks"]
                 if t["id"] != failed and t["name"] == "automation.fail"]) == len(new_ids)
     assert console.problems == []
+
+
+def test_the_page_subscribes_to_its_window_and_the_rows_its_view_shows(
+        console: Console, stack: Stack) -> None:
+    """The page takes the feed in window mode (docs/live-feed.md): its first
+    message asks for the overview's window, a task page names its task, and
+    what arrives is snapshots, view and numbers messages, never every change."""
+    import json
+
+    from testing.apps import automation
+
+    sent: list[dict[str, Any]] = []
+    received: list[str] = []
+
+    def on_socket(ws: Any) -> None:
+        ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+        ws.on("framereceived", lambda payload: received.append(json.loads(payload)["type"]))
+
+    page = console.page
+    page.on("websocket", on_socket)
+    console.open("/monitoring")
+    auth = sent[0]
+    assert auth["type"] == "auth" and auth["mode"] == "window" and auth["limit"] == 30
+    slow = automation.sleep.delay(2)
+    # a new task enters the overview's grid, and its end comes as a change
+    expect(console.row(slow.id, "#fo-tasks")).to_have_attribute("data-state", "SUCCESS",
+                                                                timeout=30_000)
+    # the task page names its task; its page follows it on the feed
+    page.goto(stack.monitor.base_url + f"/monitoring/tasks/{slow.id}")
+    wait_for(lambda: any(m.get("type") in ("auth", "subscribe") and m.get("ids") == [slow.id]
+                         for m in sent), message="the task page subscribed to its task")
+    wait_for(lambda: "numbers" in received, message="fresh numbers")
+    assert "view" in received and "tasks" not in received
+    expect(page.locator("#fo-task-state")).to_have_attribute("data-state", "SUCCESS")

@@ -39,6 +39,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from flower_ops.core.times import now_iso
 from flower_ops.monitor.live.deltas import Delta as _Delta
+from flower_ops.monitor.live.fanout import FanOut
 from flower_ops.monitor.live.filters import Filters, wants
 from flower_ops.monitor.live.protocol import CLOSE_GOING_AWAY, encode
 from flower_ops.monitor.live.snapshots import Snapshots
@@ -94,7 +95,9 @@ class LiveFeed:
         self._buffered_tasks = 0
         self._timer: PeriodicCallback | None = None
         self._view_timer: PeriodicCallback | None = None
-        self.views = Views(snapshots=snapshots, tasks=tasks, next_seq=self.next_seq)
+        self.fanout = FanOut(io_loop)
+        self.views = Views(snapshots=snapshots, tasks=tasks, next_seq=self.next_seq,
+                           fanout=self.fanout)
         self.stats = {"flushes": 0, "task_updates": 0, "snapshots": 0, "dropped": 0,
                       "messages": 0, "alerts_sent": 0, "alerts_deferred": 0}
 
@@ -111,6 +114,7 @@ class LiveFeed:
             if timer is not None:
                 timer.stop()
         self._timer = self._view_timer = None
+        self.fanout.clear()
         if self._flush_handle is not None:
             self.io_loop.remove_timeout(self._flush_handle)
             self._flush_handle = None
@@ -346,9 +350,7 @@ class LiveFeed:
         windowed = self.views.subscribers()
         if windowed:
             # Window clients have their rows; they get the fresh numbers
-            numbers = self.snapshots.numbers(seq)
-            for sub in windowed:
-                sub.send(numbers, seq)
+            self.fanout.send(self.snapshots.numbers(seq), seq, windowed)
         messages: dict[tuple[Filters, int], bytes] = {}
         for sub in everything:
             key = (sub.filters, sub.limit)

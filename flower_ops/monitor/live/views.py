@@ -28,6 +28,7 @@ from typing import Any
 
 from flower_ops.core.errors import InvalidQuery
 from flower_ops.core.times import now_iso
+from flower_ops.monitor.live.fanout import FanOut
 from flower_ops.monitor.live.filters import MAX_SNAPSHOT_TASKS, SNAPSHOT_TASKS, Filters
 from flower_ops.monitor.live.protocol import encode
 from flower_ops.monitor.live.snapshots import Snapshots, task_time
@@ -151,10 +152,11 @@ class Views:
     """Every window with clients; ``tick`` sends each its ``view`` message."""
 
     def __init__(self, *, snapshots: Snapshots, tasks: TaskQueryService,
-                 next_seq: Callable[[], int]) -> None:
+                 next_seq: Callable[[], int], fanout: FanOut) -> None:
         self.snapshots = snapshots
         self.tasks = tasks
         self.next_seq = next_seq
+        self.fanout = fanout
         self.windows: dict[ViewKey, WindowView] = {}
         self.stats = {"ticks": 0, "view_messages": 0}
 
@@ -183,8 +185,9 @@ class Views:
         return [sub for window in self.windows.values() for sub in window.subscribers]
 
     def tick(self) -> int:
-        """One ``view`` message per window that changed; returns messages sent."""
-        sent = 0
+        """One ``view`` message per window that changed, handed to the fan-out;
+        returns the writes queued."""
+        queued = 0
         self.stats["ticks"] += 1
         for window in list(self.windows.values()):
             change = window.advance(self.snapshots, self.tasks)
@@ -192,8 +195,7 @@ class Views:
                 continue
             seq = self.next_seq()
             message = encode({"type": "view", "seq": seq, "time": now_iso(), **change}).encode()
-            for sub in list(window.subscribers):
-                if sub.send(message, seq):
-                    sent += 1
-        self.stats["view_messages"] += sent
-        return sent
+            self.fanout.send(message, seq, list(window.subscribers))
+            queued += len(window.subscribers)
+        self.stats["view_messages"] += queued
+        return queued

@@ -152,7 +152,7 @@ def task_detail(task: Any) -> dict[str, Any]:
     return detail
 
 
-SUMMARY_CACHE_SIZE = 20_000
+SUMMARY_CACHE_SIZE = 5_000
 
 
 class SummaryCache:
