@@ -28,6 +28,7 @@ from sortedcontainers import SortedList
 from flower_ops.core.errors import InvalidQuery
 from flower_ops.core.lifecycle import api_state
 from flower_ops.core.query import TaskQuery
+from flower_ops.monitor.sources.combos import ComboCounts
 from flower_ops.monitor.sources.flower_state import (
     ChangeListener,
     attach,
@@ -56,6 +57,7 @@ class TaskIndex:
         self._all: SortedList = SortedList()
         self._buckets: dict[str, dict[str, SortedList]] = {d: {} for d in DIMENSIONS}
         self._seq = itertools.count(1)
+        self._combos = ComboCounts()
         self.sync_count = 0
         # Called as observer(uuid, old_state, task) when a task's state changes
         self.observers: list[Callable[[str, str | None, Any], None]] = []
@@ -110,6 +112,9 @@ class TaskIndex:
             self._key_of[uuid] = key
             self._uuid_of[key] = uuid
             self._all.add(key)
+        if old is not None:
+            self._combos.remove(old)
+        attrs = self._combos.add(attrs)
         for dim, old_value, new_value in zip(DIMENSIONS, old or (None,) * 4, attrs, strict=True):
             if old_value == new_value:
                 continue
@@ -131,7 +136,9 @@ class TaskIndex:
             return
         del self._uuid_of[key]
         self._all.discard(key)
-        for dim, value in zip(DIMENSIONS, self._attrs.pop(uuid), strict=True):
+        attrs = self._attrs.pop(uuid)
+        self._combos.remove(attrs)
+        for dim, value in zip(DIMENSIONS, attrs, strict=True):
             if value is not None:
                 self._discard(dim, value, key)
 
@@ -200,7 +207,11 @@ class TaskIndex:
                 break
             page.append(uuid)
             keys.append(key)
-        total = self._total(drivers, others, matches, lo, hi)
+        total = None
+        if others and matches is None and candidates is None and lo == 0 and hi == NO_UNTIL:
+            total = self._combos.total(query)  # two or more filters, no range or search
+        if total is None:
+            total = self._total(drivers, others, matches, lo, hi)
         if backward:
             page.reverse()
             keys.reverse()
