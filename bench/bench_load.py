@@ -754,6 +754,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--log-dir", default="/tmp")
     parser.add_argument("--json", help="write every figure to this file")
+    parser.add_argument("--report-only", action="store_true",
+                        help="exit 0 when a target is missed (errors still exit 1): the "
+                             "smoke test's tiny sizes are not the issue's load")
     args = parser.parse_args(argv)
     if args.tasks < 100 or args.duration <= 0 or args.api_clients < 1:
         parser.error("need --tasks >= 100, --duration > 0, --api-clients >= 1")
@@ -777,11 +780,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = report(results, args)
     ok = True
     if "ours" in results:
-        summary["targets_met"] = print_table(results, args)
+        summary["targets_met"] = targets_met = print_table(results, args)
         errors = ours_error_count(results["ours"])
         ok = errors == 0
         summary["ours_errors"] = errors
-        print(f"\nsummary: ours {errors} errors ({'PASS' if ok else 'FAIL'}: must be 0); "
+        if not targets_met and not args.report_only:
+            ok = False
+        print(f"\nsummary: ours {errors} errors ({'PASS' if errors == 0 else 'FAIL'}: must be 0), "
+              f"targets {'all met' if targets_met else 'NOT all met'}; "
               f"run took {time.time() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": {k: v for k, v in vars(args).items()},

@@ -19,7 +19,8 @@
     FO.lastSnapshot = Object.assign({}, FO.lastSnapshot || {}, message);
   }
   function renderTotal(total) {
-    FO.setText("fo-task-count", "(" + FO.fmtNumber(total) + " matching in memory)");
+    var shown = Math.min(MAX_ROWS, total || 0);
+    FO.setText("fo-task-count", "(the " + FO.fmtNumber(shown) + " newest of " + FO.fmtNumber(total) + " in memory)");
   }
 
   FO.on("snapshot", function (message) {
