@@ -584,8 +584,15 @@ def test_the_page_subscribes_to_its_window_and_the_rows_its_view_shows(
                                                                 timeout=30_000)
     # the task page names its task; its page follows it on the feed
     page.goto(stack.monitor.base_url + f"/monitoring/tasks/{slow.id}")
-    wait_for(lambda: any(m.get("type") in ("auth", "subscribe") and m.get("ids") == [slow.id]
-                         for m in sent), message="the task page subscribed to its task")
-    wait_for(lambda: "numbers" in received, message="fresh numbers")
+    expect(page.locator("#fo-conn")).to_have_attribute("data-state", "live")
+
+    def seen(predicate: Any) -> Any:
+        page.wait_for_timeout(100)  # Playwright hands over frame events while it runs
+        return predicate()
+
+    wait_for(lambda: seen(lambda: any(
+        m.get("type") in ("auth", "subscribe") and m.get("ids") == [slow.id] for m in sent)),
+        message=f"the task page subscribed to its task ({[m.get('ids') for m in sent]})")
+    wait_for(lambda: seen(lambda: "numbers" in received), message="fresh numbers")
     assert "view" in received and "tasks" not in received
     expect(page.locator("#fo-task-state")).to_have_attribute("data-state", "SUCCESS")

@@ -168,10 +168,7 @@ class LiveFeed:
                   window: ViewKey | None = None) -> None:
         sub.filters = filters
         sub.limit = limit
-        if window is None:
-            self.views.leave(sub)
-        else:
-            self.views.join(sub, window)
+        self.views.join(sub, window)  # None: every change, no window
         self.send_snapshot(sub)
 
     def tick_views(self) -> None:

@@ -44,8 +44,7 @@ class Snapshots:
 
     def parts(self) -> dict[str, Any]:
         stats = self.stats.stats()
-        # The alerts list goes once, at the top level (its counts stay in stats)
-        alerts = stats.pop("alerts", [])
+        alerts = stats.get("alerts", [])
         parts: dict[str, Any] = {"stats": stats,
                                  "workers": self.workers.list().get("workers", [])}
         try:
@@ -97,8 +96,10 @@ class Snapshots:
         (ids, severities) from the previous numbers message's."""
         assert self._parts_cache is not None
         parts = self._parts_cache[2]
+        # stats as in a snapshot but its alerts list, which is ``alerts`` here
+        stats = {k: v for k, v in parts["stats"].items() if k != "alerts"}
         message = {"type": "numbers", "seq": seq, "time": now_iso(),
-                   **{k: v for k, v in parts.items() if k != "alerts"}}
+                   **{k: v for k, v in parts.items() if k != "alerts"}, "stats": stats}
         alerts = parts["alerts"][:NUMBERS_ALERTS]
         key = tuple((a.get("id"), a.get("severity")) for a in alerts)
         if key != self._numbers_alerts:

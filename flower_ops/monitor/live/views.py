@@ -160,8 +160,11 @@ class Views:
         self.windows: dict[ViewKey, WindowView] = {}
         self.stats = {"ticks": 0, "view_messages": 0}
 
-    def join(self, sub: Subscriber, key: ViewKey) -> WindowView:
+    def join(self, sub: Subscriber, key: ViewKey | None) -> WindowView | None:
+        """``sub`` shows window ``key`` from now on (None: no window)."""
         self.leave(sub)
+        if key is None:
+            return None
         window = self.windows.get(key)
         if window is None:
             window = self.windows[key] = WindowView(key=key)

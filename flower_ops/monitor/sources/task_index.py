@@ -25,7 +25,6 @@ from typing import Any
 from flower.events import EventsState
 from sortedcontainers import SortedList
 
-from flower_ops.core.errors import InvalidQuery
 from flower_ops.core.lifecycle import api_state
 from flower_ops.core.query import TaskQuery
 from flower_ops.monitor.sources.combos import ComboCounts
@@ -36,9 +35,14 @@ from flower_ops.monitor.sources.flower_state import (
     task_queue,
     task_worker,
 )
+from flower_ops.monitor.sources.index_keys import (
+    NO_UNTIL,
+    SEQ_BITS,
+    SEQ_MASK,
+    decode_cursor,
+    key_bounds,
+)
 
-SEQ_BITS = 20
-SEQ_MASK = (1 << SEQ_BITS) - 1
 DIMENSIONS = ("state", "name", "worker", "queue")
 CANDIDATES = -1  # a constraint's position for an explicit set of task ids
 WALKED_COUNT = 20_000  # counts per state walk an index this small once
@@ -174,8 +178,8 @@ class TaskIndex:
         (``backward``: before). ``candidates`` (e.g. a text search's ids)
         filter like an index: walked when smallest, else checked per task."""
         self.sync()
-        lo, hi = _key_bounds(query.since, query.until)
-        after = _decode_cursor(query.cursor)
+        lo, hi = key_bounds(query.since, query.until)
+        after = decode_cursor(query.cursor)
         backward = query.backward and after is not None
         # the walk goes the listing's way, or against it for a page before
         reverse = (query.order != "asc") != backward
@@ -227,7 +231,7 @@ class TaskIndex:
         aside): bisects for a time range alone; one walk of a small index the
         other filters select; else each state's bucket against them (``_total``)."""
         self.sync()
-        lo, hi = _key_bounds(query.since, query.until)
+        lo, hi = key_bounds(query.since, query.until)
         drivers, others = self._plan(replace(query, states=frozenset()), candidates)
         counts: dict[str, int] = {}
         if drivers is None:
@@ -348,24 +352,3 @@ class TaskIndex:
             uuid_of = self._uuid_of
             return sum(1 for key in keys if self._accepts(uuid_of[key], rest, None))
         return len(keys)
-
-
-NO_UNTIL = 1 << 80
-
-
-def _key_bounds(since: float | None, until: float | None) -> tuple[int, int]:
-    lo = int(since * 1_000_000) << SEQ_BITS if since is not None else 0
-    hi = int(until * 1_000_000) << SEQ_BITS if until is not None else NO_UNTIL
-    return lo, hi
-
-
-def _decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        value = int(cursor)
-    except ValueError:
-        raise InvalidQuery("invalid cursor", {"cursor": cursor}) from None
-    if value < 0 or value >= 1 << 80:
-        raise InvalidQuery("invalid cursor", {"cursor": cursor})
-    return value
