@@ -7,9 +7,9 @@ ready in between (requests, events), so nothing waits behind a fan-out for
 longer than a slice. Messages go out in the order they were queued.
 
 A client that was sent a newer message directly in the meantime (a snapshot
-after it subscribed) skips the older one: ``Subscriber.send`` drops a message
-whose ``seq`` is not above the last it sent, and a window's snapshot already
-holds every change of the ``view`` messages before it.
+after it subscribed) skips the older one: a message whose ``seq`` is not
+above the last it was sent is not written to it, and a window's snapshot
+already holds every change of the ``view`` messages before it.
 
 IOLoop thread only.
 """
@@ -65,7 +65,10 @@ class FanOut:
             index = self._position
             count = len(subscribers)
             while index < count:
-                subscribers[index].send(message, seq)
+                sub = subscribers[index]
+                # superseded for a client sent a newer message (a snapshot) meanwhile
+                if sub.last_seq is None or seq > sub.last_seq:
+                    sub.send(message, seq)
                 index += 1
                 if index % CHECK_EVERY == 0 and time.perf_counter() > deadline and index < count:
                     self.stats["writes"] += index - self._position

@@ -41,8 +41,6 @@ class Subscriber:
         """Queue one message; drops the subscriber instead of queueing past its bound."""
         if self.closed:
             return False
-        if self.last_seq is not None and seq <= self.last_seq:
-            return True  # superseded: a newer message (a snapshot) went first
         size = len(message)
         # Bounded by what is still unflushed; one large message on its way to a
         # reader that keeps up is not a reason to drop it.
