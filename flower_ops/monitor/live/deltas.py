@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flower_ops.monitor.live.filters import Filters
-from flower_ops.monitor.live.snapshots import task_time
+from flower_ops.monitor.live.snapshots import shown, task_time
 from flower_ops.monitor.services.tasks import SummaryCache
 
 
@@ -41,10 +41,7 @@ class Delta:
                 if task is None:
                     self.gone.append(uuid)
                 else:
-                    # Unknown (null) fields are left out: a task's fields only go
-                    # from unknown to known, and it makes every delta smaller.
-                    tasks.append({k: v for k, v in summaries.get(uuid, task).items()
-                                  if v is not None})
+                    tasks.append(shown(summaries.get(uuid, task)))
             tasks.sort(key=task_time)
             self.tasks = tasks
         return self.tasks

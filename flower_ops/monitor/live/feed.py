@@ -171,6 +171,10 @@ class LiveFeed:
         self.views.join(sub, window)  # None: every change, no window
         self.send_snapshot(sub)
 
+    def _everything(self) -> list[Subscriber]:
+        """The subscribers of mode ``all``: every change, not a window."""
+        return [sub for sub in self.subscribers if sub.view is None]
+
     def tick_views(self) -> None:
         if self.views.windows:
             try:
@@ -199,7 +203,7 @@ class LiveFeed:
         # Snapshot pieces built before these changes are stale now
         self.snapshots.forget_parts()
         # Window subscribers get the alerts with their numbers messages
-        everything = [sub for sub in self.subscribers if sub.view is None]
+        everything = self._everything()
         if len(alerts) * len(everything) > ALERT_WRITES_PER_FLUSH:
             self.stats["alerts_deferred"] += len(alerts)
             return
@@ -250,8 +254,7 @@ class LiveFeed:
                        prev_states={u: prev_states[u] for u in ids if u in prev_states})
         self._remember(delta)
         self.stats["flushes"] += 1
-        # Window subscribers get their windows (tick_views), not every change
-        for sub in [sub for sub in self.subscribers if sub.view is None]:
+        for sub in self._everything():  # windows get theirs from tick_views
             message = self._delta_message(delta, sub.filters)
             if message is not None and sub.send(message, delta.seq):
                 self.stats["messages"] += 1
@@ -267,7 +270,7 @@ class LiveFeed:
         cached = delta.encoded.get(filters)
         if cached is not None:
             return cached or None
-        all_tasks = self._tasks_of(delta)
+        all_tasks = delta.tasks_now(self.index.state.tasks.data, self.tasks.summaries)
         tasks = all_tasks if filters.empty else [t for t in all_tasks
                                                  if wants(filters, t, delta.prev_states)]
         removed = delta.removed + delta.gone
@@ -278,9 +281,6 @@ class LiveFeed:
                           "tasks": tasks, "removed": removed}).encode()
         delta.encoded[filters] = message
         return message
-
-    def _tasks_of(self, delta: _Delta) -> list[dict[str, Any]]:
-        return delta.tasks_now(self.index.state.tasks.data, self.tasks.summaries)
 
     def _remember(self, delta: _Delta) -> None:
         if self.replay_capacity <= 0:
@@ -339,7 +339,7 @@ class LiveFeed:
 
     def _broadcast_snapshot(self) -> None:
         parts_json = self.snapshots.parts_json(fresh=True)
-        everything = [sub for sub in self.subscribers if sub.view is None]
+        everything = self._everything()
         tasks_json = {key: self.snapshots.tasks_json(*key)
                       for key in {(sub.filters, sub.limit) for sub in everything}}
         seq = self.next_seq()  # after building, as in send_snapshot

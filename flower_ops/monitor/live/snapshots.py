@@ -108,6 +108,12 @@ class Snapshots:
         return encode(message).encode()
 
 
+def shown(summary: dict[str, Any]) -> dict[str, Any]:
+    """A task summary as the feed sends it: unknown (null) fields are left out
+    (a task's fields only go from unknown to known; every message is smaller)."""
+    return {k: v for k, v in summary.items() if v is not None}
+
+
 def task_time(task: dict[str, Any]) -> str:
     """A presented task's first known instant: ISO 8601 UTC strings of one
     width (``core/times.py``), so they sort as the instants do."""

@@ -31,7 +31,7 @@ from flower_ops.core.times import now_iso
 from flower_ops.monitor.live.fanout import FanOut
 from flower_ops.monitor.live.filters import MAX_SNAPSHOT_TASKS, SNAPSHOT_TASKS, Filters
 from flower_ops.monitor.live.protocol import encode
-from flower_ops.monitor.live.snapshots import Snapshots, task_time
+from flower_ops.monitor.live.snapshots import Snapshots, shown, task_time
 from flower_ops.monitor.live.subscriber import Subscriber
 from flower_ops.monitor.services.tasks import TaskQueryService
 
@@ -82,11 +82,6 @@ def parse_window(body: dict[str, Any], filters: Filters) -> ViewKey:
     return ViewKey(filters=filters, limit=limit, ids=ids)
 
 
-def _shown(summary: dict[str, Any]) -> dict[str, Any]:
-    # Unknown (null) fields are left out, as in ``tasks`` messages
-    return {k: v for k, v in summary.items() if v is not None}
-
-
 @dataclass
 class WindowView:
     """One window and the clients that share it."""
@@ -128,7 +123,7 @@ class WindowView:
         for uuid, summary in rows.items():
             before = old.get(uuid)
             if before is None:
-                added.append(_shown(summary))
+                added.append(shown(summary))
             elif before is not summary:
                 delta = {k: v for k, v in summary.items() if before.get(k) != v}
                 delta.update({k: None for k in before if k not in summary})
@@ -145,7 +140,7 @@ class WindowView:
     def snapshot_tasks_json(self) -> str:
         """The window as last sent, newest first, for a snapshot."""
         ordered = sorted(self.rows.values(), key=task_time, reverse=True)
-        return encode({"tasks": [_shown(t) for t in ordered], "total": self.total})
+        return encode({"tasks": [shown(t) for t in ordered], "total": self.total})
 
 
 class Views:
