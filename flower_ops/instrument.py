@@ -22,7 +22,12 @@ One call turns on what the monitor needs:
 * a ``flower_ops_stats`` inspect command in workers that reports the current
   RSS of the worker and its pool processes (see ``health/worker_command.py``);
 * revokes that survive restarts: at start-up a worker loads the task ids the
-  monitor cancelled recently (see ``revocations.py``).
+  monitor cancelled recently (see ``revocations.py``);
+* lossless capture: on a Redis broker every task event the process sends is
+  also appended to a Redis stream (``flower_ops:events``) that the sync
+  workers read through a consumer group and acknowledge after the commit
+  (see ``capture.py``; ``FLOWER_OPS_CAPTURE=off`` or ``capture=False``
+  turns it off).
 """
 from __future__ import annotations
 
@@ -127,8 +132,13 @@ class _SentEvent(dict[str, Any]):
             self[WORKFLOW_FIELD] = workflow
 
 
-def instrument(app: Celery, *, exact_args: bool = True) -> Celery:
-    """Configure ``app`` for Flower Ops. Idempotent; returns the app."""
+def instrument(app: Celery, *, exact_args: bool = True, capture: bool | None = None,
+               capture_stream: str | None = None, capture_maxlen: int | None = None) -> Celery:
+    """Configure ``app`` for Flower Ops. Idempotent; returns the app.
+
+    ``capture`` (default: ``FLOWER_OPS_CAPTURE``, auto) writes every task event
+    to the Redis stream ``capture_stream`` (``FLOWER_OPS_CAPTURE_STREAM``)
+    capped at ``capture_maxlen`` entries (``FLOWER_OPS_CAPTURE_MAXLEN``)."""
     if getattr(app, _INSTRUMENTED_ATTR, False):
         return app
     app.conf.update(
@@ -141,6 +151,12 @@ def instrument(app: Celery, *, exact_args: bool = True) -> Celery:
         _use_exact_amqp(app)
     _load_revocations_at_worker_start(app)
     _register_worker_command()
+    if capture is not False:
+        from flower_ops.capture import CaptureSettings, enable_capture
+
+        enable_capture(app, CaptureSettings.from_env(
+            mode="auto" if capture else None, stream_key=capture_stream,
+            maxlen=capture_maxlen))
     setattr(app, _INSTRUMENTED_ATTR, True)
     return app
 

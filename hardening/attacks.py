@@ -56,10 +56,14 @@ def attack_stack(broker_url: str) -> Iterator[Target]:
     worker = CeleryWorker(broker_url, concurrency=2)
     evil = CeleryWorker(broker_url, concurrency=1, queues=(EVIL_QUEUE,),
                         hostname=EVIL_HOSTNAME)
+    # two independent monitors on one broker (their tokens must not cross):
+    # each its own group, so neither refuses to start beside the other
     rsa_monitor = Monitor(broker_url, basic_auth=basic, env={
-        **MONITOR_ENV, "JWT_PUBLIC_KEY": pem, "JWT_ALGORITHMS": "RS256"})
+        **MONITOR_ENV, "JWT_PUBLIC_KEY": pem, "JWT_ALGORITHMS": "RS256",
+        "FLOWER_OPS_MONITOR_GROUP": "attacks-rsa"})
     hs_monitor = Monitor(broker_url, basic_auth=basic, env={
-        **MONITOR_ENV, "JWT_SECRET": SECRET, "JWT_ALGORITHMS": "HS256"})
+        **MONITOR_ENV, "JWT_SECRET": SECRET, "JWT_ALGORITHMS": "HS256",
+        "FLOWER_OPS_MONITOR_GROUP": "attacks-hs"})
     processes = [worker, evil, rsa_monitor, hs_monitor]
     target = Target(app=app, worker=worker, rsa=rsa_monitor, hs=hs_monitor,
                     private_key=key, other_key=other, evil_worker=evil)

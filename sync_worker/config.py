@@ -30,8 +30,10 @@ class SyncWorkerConfig:
     worker_query_timeout_seconds: float = 2.0  # wait for workers to say which tasks they have
     retention_days: float = 30.0               # 0 keeps everything
     retention_mode: str = "delete"             # delete | archive
-    retention_batch_size: int = 1000
+    retention_batch_size: int = 5000           # rows per transaction of the partition migration
     retention_interval_seconds: float = 600.0
+    partition_days: int = 1                    # days per history partition
+    partitions_ahead_days: int = 7             # partitions created this many days ahead
     metrics_port: int = 9808                   # 0 disables the metrics endpoint
     metrics_address: str = "0.0.0.0"
     leader_lock_key: int = 0x466C6F7753796E63  # "FlowSync"
@@ -44,6 +46,14 @@ class SyncWorkerConfig:
     discovery_batch_size: int = 2000           # result-backend keys per SCAN tick
     discovery_pause_seconds: float = 0.02      # between ticks: room for the writer
     discover_queued_max: int = 10_000          # messages read per queue per pass; 0: off
+    capture_mode: str = "auto"                 # auto | stream | events (see README)
+    stream_key: str = "flower_ops:events"      # instrument(app)'s capture stream
+    stream_group: str = "flower-ops-sync"      # the replicas' consumer group
+    stream_read_count: int = 20                # entries per XREADGROUP (each <= 100 events)
+    claim_idle_seconds: float = 30.0           # claim entries unacknowledged this long
+    stream_trim_interval_seconds: float = 10.0  # leader: XTRIM MINID, gone consumers
+    queue_name: str = "flower_ops.events"      # RabbitMQ: the durable event queue
+    queue_prefetch: int = 2000                 # RabbitMQ: unacknowledged messages per replica
 
     @property
     def backend_url(self) -> str:
@@ -70,6 +80,10 @@ class SyncWorkerConfig:
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("FLOWER_OPS_SYNC_LOG_LEVEL",
                               f"expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        capture_mode = (env.text("FLOWER_OPS_SYNC_CAPTURE", "auto") or "auto").lower()
+        if capture_mode not in {"auto", "stream", "events"}:
+            raise ConfigError("FLOWER_OPS_SYNC_CAPTURE",
+                              f"expected auto, stream or events, got {capture_mode!r}")
         backoff_initial = env.number("FLOWER_OPS_SYNC_BACKOFF_INITIAL_SECONDS", 0.5,
                                      minimum=0.01, maximum=60.0)
         backoff_max = env.number("FLOWER_OPS_SYNC_BACKOFF_MAX_SECONDS", 30.0, minimum=0.1,
@@ -100,8 +114,12 @@ class SyncWorkerConfig:
                 "FLOWER_OPS_SYNC_WORKER_QUERY_TIMEOUT_SECONDS", 2.0, minimum=0.1, maximum=60.0),
             retention_days=env.number("FLOWER_OPS_SYNC_RETENTION_DAYS", 30.0, minimum=0.0),
             retention_mode=mode,
-            retention_batch_size=env.integer("FLOWER_OPS_SYNC_RETENTION_BATCH_SIZE", 1000,
+            retention_batch_size=env.integer("FLOWER_OPS_SYNC_RETENTION_BATCH_SIZE", 5000,
                                              minimum=1, maximum=100_000),
+            partition_days=env.integer("FLOWER_OPS_SYNC_PARTITION_DAYS", 1, minimum=1,
+                                       maximum=366),
+            partitions_ahead_days=env.integer("FLOWER_OPS_SYNC_PARTITIONS_AHEAD_DAYS", 7,
+                                              minimum=1, maximum=366),
             retention_interval_seconds=env.number("FLOWER_OPS_SYNC_RETENTION_INTERVAL_SECONDS",
                                                   600.0, minimum=1.0),
             metrics_port=env.integer("FLOWER_OPS_SYNC_METRICS_PORT", 9808, minimum=0,
@@ -123,4 +141,20 @@ class SyncWorkerConfig:
                                                minimum=0.0, maximum=60.0),
             discover_queued_max=env.integer("FLOWER_OPS_SYNC_DISCOVER_QUEUED_MAX", 10_000,
                                             minimum=0, maximum=10_000_000),
+            capture_mode=capture_mode,
+            stream_key=env.text("FLOWER_OPS_SYNC_STREAM", "flower_ops:events")
+            or "flower_ops:events",
+            stream_group=env.text("FLOWER_OPS_SYNC_STREAM_GROUP", "flower-ops-sync")
+            or "flower-ops-sync",
+            stream_read_count=env.integer("FLOWER_OPS_SYNC_STREAM_READ_COUNT", 20, minimum=1,
+                                          maximum=10_000),
+            claim_idle_seconds=env.number("FLOWER_OPS_SYNC_CLAIM_IDLE_SECONDS", 30.0,
+                                          minimum=0.5, maximum=86400.0),
+            stream_trim_interval_seconds=env.number(
+                "FLOWER_OPS_SYNC_STREAM_TRIM_INTERVAL_SECONDS", 10.0, minimum=0.1,
+                maximum=3600.0),
+            queue_name=env.text("FLOWER_OPS_SYNC_QUEUE", "flower_ops.events")
+            or "flower_ops.events",
+            queue_prefetch=env.integer("FLOWER_OPS_SYNC_QUEUE_PREFETCH", 2000, minimum=1,
+                                       maximum=65535),
         )

@@ -44,6 +44,27 @@ class SyncMetrics:
                                       "Reconciliation passes", registry=r)
         self.purged = Counter("flower_ops_sync_retention_rows_total",
                               "Rows deleted or archived by retention", registry=r)
+        self.stream_read = Counter("flower_ops_sync_stream_entries_read_total",
+                                   "Capture stream entries read (each holds one or more "
+                                   "events)", registry=r)
+        self.stream_acked = Counter("flower_ops_sync_stream_entries_acked_total",
+                                    "Capture stream entries acknowledged after their commit",
+                                    registry=r)
+        self.stream_claimed = Counter("flower_ops_sync_stream_entries_claimed_total",
+                                      "Entries claimed from consumers that did not acknowledge "
+                                      "them in time", registry=r)
+        self.stream_pending = Gauge("flower_ops_sync_stream_pending_entries",
+                                    "Entries delivered to the group and not yet acknowledged "
+                                    "(set by the leader)", registry=r)
+        self.stream_lag = Gauge("flower_ops_sync_stream_lag_entries",
+                                "Entries not yet delivered to the group (set by the leader)",
+                                registry=r)
+        self.stream_length = Gauge("flower_ops_sync_stream_length_entries",
+                                   "Entries in the capture stream (set by the leader)",
+                                   registry=r)
+        self.captured_skipped = Counter("flower_ops_sync_pubsub_captured_skipped_total",
+                                        "Pub/sub task events skipped because the capture "
+                                        "stream delivers them", registry=r)
         self.leader = Gauge("flower_ops_sync_leader",
                             "1 while this replica holds the leader lock", registry=r)
         self.role = Gauge("flower_ops_sync_role",

@@ -24,7 +24,7 @@ from celery import Celery
 from flower_ops.core.times import local_utcoffset_hours, sender_timestamp
 from flower_ops.core.transitions import Transition
 from sync_worker.backoff import Backoff, is_connection_error
-from sync_worker.events import transition_from_event
+from sync_worker.events import CAPTURED_FIELD, transition_from_event
 from sync_worker.liveness import WorkerLiveness
 from sync_worker.redis_events import RedisEventsTarget, RedisEventStream, redis_events_target
 
@@ -39,7 +39,13 @@ class EventConsumer:
                  backoff: Backoff, on_event: Callable[[], None] | None = None,
                  on_reconnect: Callable[[], None] | None = None,
                  sink_many: Callable[[list[Transition]], None] | None = None,
-                 fast_redis: bool = True, idle_ping_seconds: float = 15.0) -> None:
+                 fast_redis: bool = True, idle_ping_seconds: float = 15.0,
+                 skip_task_events: str = "none",
+                 on_skipped: Callable[[int], None] | None = None) -> None:
+        # "captured": the stream delivers events marked fo_captured; "all":
+        # task events come from the stream only (pub/sub for liveness)
+        self._skip = skip_task_events
+        self._on_skipped = on_skipped
         self._app = app
         self._idle_ping = idle_ping_seconds
         self._sink = sink
@@ -80,9 +86,14 @@ class EventConsumer:
     def _handle_many(self, events: list[dict[str, Any]]) -> None:
         transitions: list[Transition] = []
         liveness = self._liveness
+        skip = self._skip
+        skipped = 0
         for event in events:
             kind = event.get("type", "")
             if kind.startswith("task-"):
+                if skip != "none" and (skip == "all" or CAPTURED_FIELD in event):
+                    skipped += 1
+                    continue
                 transition = transition_from_event(event)
                 if transition is not None:
                     transitions.append(transition)
@@ -96,6 +107,8 @@ class EventConsumer:
                     liveness.went_offline(hostname)
             if self._on_event is not None:
                 self._on_event()
+        if skipped and self._on_skipped is not None:
+            self._on_skipped(skipped)
         if transitions:
             self._sink_many(transitions)
 

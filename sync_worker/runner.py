@@ -1,19 +1,24 @@
-"""The sync worker: events in, batches out, one active replica at a time.
+"""The sync worker: events in, batches out; every replica writes, one leads.
 
-``SyncWorker.run`` is the leadership loop, on the main thread. It tries for
+Every replica, all the time: the stream consumer (``stream.py``) reads the
+capture stream of instrumented apps through the consumer group, the writer
+(``writer.py``) commits the buffer (``buffer.py``) in batches and
+acknowledges stream entries after their commit. Replicas share the stream's
+entries; one that dies leaves its unacknowledged entries to be claimed.
+
+``SyncWorker.run`` is the leadership loop, on the main thread: it tries for
 the leader lock (``leader.py``) every ``leader_poll_seconds``; the replica
-that gets it leads a *term*, with four threads: the event consumer
-(``receiver.py``) fills the buffer (``buffer.py``), the writer
-(``writer.py``) commits it in batches, the maintenance thread
-(``maintenance.py``) reconciles and applies retention, the discovery thread
-(``discovery_loop.py``) finds tasks that have no row. Meanwhile the main
-thread checks the lock; when it is lost (its connection broke) or ``stop()``
-is called the term ends: the threads are stopped and joined, and unflushed
-events stay buffered for the next term. On exit the buffer is flushed.
+that gets it leads a *term* of the once-only duties, one thread each: the
+pub/sub listener (``receiver.py``: worker heartbeats for liveness, and the
+task events of apps that are not instrumented), maintenance (reconciliation
+and retention), discovery (``discovery_loop.py``) and the stream's trimming
+(``stream_trim.py``). When the lock is lost or ``stop()`` is called the term
+ends and its threads are joined. On exit the stream consumer stops, and the
+buffer is flushed (and its entries acknowledged).
 
-All of PostgreSQL goes through one pool (``flower_ops.db.batch.batch_database``),
-opened and migrated before the first term; a database that cannot be
-reached is retried with capped, jittered backoff by whichever loop met it.
+All of PostgreSQL goes through one pool (``flower_ops.db.batch.batch_database``);
+a database that cannot be reached is retried with capped, jittered backoff
+by whichever loop met it.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from celery import Celery
 from flower_ops.core.errors import Unavailable
 from flower_ops.db.batch import PgExecutionStore, batch_database
 from flower_ops.db.retention import Retention
+from sync_worker.amqp_queue import QueueConsumer, is_amqp
 from sync_worker.backoff import describe
 from sync_worker.buffer import EventBuffer
 from sync_worker.celery_app import build_celery_app, tasks_known_by_workers
@@ -38,6 +44,8 @@ from sync_worker.maintenance import Maintenance
 from sync_worker.metrics import SyncMetrics
 from sync_worker.receiver import EventConsumer
 from sync_worker.reconcile import BackendReader, Reconciler
+from sync_worker.stream import StreamConsumer
+from sync_worker.stream_trim import StreamJanitor
 from sync_worker.writer import BatchWriter
 
 logger = logging.getLogger(__name__)
@@ -73,6 +81,21 @@ class SyncWorker:
                                         metrics=self.metrics)
         self._discovery = DiscoveryLoop(config, app=self.app, store=self.store,
                                         metrics=self.metrics)
+        self.stream: StreamConsumer | QueueConsumer | None = None
+        self._janitor: StreamJanitor | None = None
+        # which task events the leader's pub/sub listener leaves to the durable path
+        self._skip_task_events = "none"
+        if config.capture_mode != "events" and is_amqp(self.app):
+            self.stream = QueueConsumer(config, app=self.app, buffer=self.buffer,
+                                        metrics=self.metrics)
+            self._skip_task_events = "all"        # the queue holds every task event
+        elif config.capture_mode != "events":
+            self.stream = StreamConsumer(config, app=self.app, buffer=self.buffer,
+                                         metrics=self.metrics)
+            self._janitor = StreamJanitor(config, consumer=self.stream, metrics=self.metrics)
+            self._skip_task_events = "all" if config.capture_mode == "stream" else "captured"
+        if self.stream is not None:
+            self._writer.on_committed = self.stream.ack
         self._stop = threading.Event()
         self._term = threading.Event()        # the current leadership term ended
         self._consumer: EventConsumer | None = None
@@ -117,6 +140,13 @@ class SyncWorker:
         lock = LeaderLock(database=self.database, key=self.config.leader_lock_key)
         backoff = self.config.backoff()
         standby_logged = False
+        always = [threading.Thread(target=self._writer.run, args=(self._stop,),
+                                   name="sync-writer", daemon=True)]
+        if self.stream is not None:
+            always.append(threading.Thread(target=self.stream.run, name="sync-stream",
+                                           daemon=True))
+        for thread in always:
+            thread.start()
         try:
             while not self._stop.is_set():
                 try:
@@ -140,7 +170,15 @@ class SyncWorker:
                 logger.info("leader: this sync worker is now active")
                 self._lead(lock)
         finally:
+            self._stop.set()
+            if self.stream is not None:
+                self.stream.stop()
+            self.buffer.wake()
+            for thread in always:
+                thread.join(_JOIN_SECONDS)
             self._writer.flush()
+            if self.stream is not None:
+                self.stream.close()
             # the pool first: a closed pool closes the lock's connection quietly
             # when it comes back (an open one would warn about a closed connection)
             self.database.close()
@@ -161,16 +199,19 @@ class SyncWorker:
                                  on_reconnect=self.metrics.reconnects.labels("broker").inc,
                                  sink_many=self.buffer.put_many,
                                  fast_redis=self.config.fast_redis_events,
+                                 skip_task_events=self._skip_task_events,
+                                 on_skipped=self.metrics.captured_skipped.inc,
                                  # quiet proves the connection often enough to tell
                                  # a dead worker from our own stalled stream
                                  idle_ping_seconds=min(
                                      15.0, max(0.5, self.config.worker_lost_seconds / 4)))
         self._consumer = consumer
         threads = [threading.Thread(target=consumer.run, name="sync-events", daemon=True),
-                   threading.Thread(target=self._writer.run, args=(self._term,),
-                                    name="sync-writer", daemon=True),
                    threading.Thread(target=self._maintenance.run, args=(self._term,),
                                     name="sync-maintenance", daemon=True)]
+        if self._janitor is not None:
+            threads.append(threading.Thread(target=self._janitor.run, args=(self._term,),
+                                            name="sync-stream-trim", daemon=True))
         if self.config.discovery_interval_seconds > 0:
             threads.append(threading.Thread(target=self._discovery.run, args=(self._term,),
                                             name="sync-discovery", daemon=True))

@@ -6,13 +6,19 @@ it (``PgExecutionStore.apply``). A batch the database does not take is
 retried with capped, jittered backoff: the same batch, since a merge is
 idempotent whether or not a cut commit landed. When the term ends mid-retry
 the batch goes back to the buffer for the next term; on exit the worker
-``flush``es what is left.
+``flush``es what is left. Only after a batch is committed are its stream
+entries acknowledged (``on_committed``): a replica that dies before leaves
+them pending, for another replica to claim.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
 
 from flower_ops.core.errors import Unavailable
 from flower_ops.core.transitions import Transition, fold
@@ -27,8 +33,10 @@ logger = logging.getLogger(__name__)
 
 class BatchWriter:
     def __init__(self, config: SyncWorkerConfig, *, buffer: EventBuffer,
-                 store: PgExecutionStore, metrics: SyncMetrics) -> None:
+                 store: PgExecutionStore, metrics: SyncMetrics,
+                 on_committed: Callable[[list[Any]], None] | None = None) -> None:
         self._config = config
+        self.on_committed = on_committed
         self._buffer = buffer
         self._store = store
         self._metrics = metrics
@@ -44,9 +52,9 @@ class BatchWriter:
                                         stop=term)
             if term.is_set():
                 break
-            batch = self._buffer.take(config.batch_size)
+            batch, acks = self._buffer.take(config.batch_size)
             while batch and not term.is_set():
-                if self.commit(batch):
+                if self.commit(batch, acks):
                     backoff.reset()
                     break
                 delay = backoff.next_delay()
@@ -55,9 +63,9 @@ class BatchWriter:
                 term.wait(delay)
             else:
                 if batch:  # stepping down mid-retry: keep the batch for the next term
-                    self._buffer.requeue(batch)
+                    self._buffer.requeue(batch, acks)
 
-    def commit(self, batch: list[Transition]) -> bool:
+    def commit(self, batch: list[Transition], acks: list[Any] | None = None) -> bool:
         """Merge one batch; False (logged, counted) when the database is away."""
         started = time.monotonic()
         try:
@@ -66,8 +74,16 @@ class BatchWriter:
             logger.warning("batch not committed: %s", describe(exc))
             self._metrics.reconnects.labels("database").inc()
             return False
+        except psycopg.Error as exc:
+            # e.g. a deadlock with another replica's merge: PostgreSQL rolled the
+            # batch back; the same batch is retried (a merge is idempotent)
+            logger.warning("batch not committed (%s: %s); retrying it",
+                           type(exc).__name__, str(exc)[:300])
+            return False
         finally:
             self._count_replaced_connections()
+        if acks and self.on_committed is not None:
+            self.on_committed(acks)
         metrics = self._metrics
         metrics.events.inc(len(batch))
         metrics.batch_size.observe(len(batch))
@@ -90,10 +106,11 @@ class BatchWriter:
         deadline = time.monotonic() + timeout_seconds
         backoff = self._config.backoff()
         while len(self._buffer) and time.monotonic() < deadline:
-            batch = self._buffer.take(self._config.batch_size)
-            if not self.commit(batch):
-                self._buffer.requeue(batch)
+            batch, acks = self._buffer.take(self._config.batch_size)
+            if not self.commit(batch, acks):
+                self._buffer.requeue(batch, acks)
                 time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
         if len(self._buffer):
-            logger.warning("exiting with %d events not committed; the next start reconciles "
-                           "them from the result backend", len(self._buffer))
+            logger.warning("exiting with %d events not committed; stream entries stay "
+                           "pending for another replica, the rest is reconciled from the "
+                           "result backend", len(self._buffer))

@@ -192,10 +192,11 @@ def test_actions_work_for_tasks_only_postgresql_knows(stack: Stack) -> None:
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO automation.job_executions (execution_id, task_name, status, args, "
-            "kwargs, args_exact, queue, routing_key, exchange, first_seen_at) VALUES "
-            "(%s, 'automation.echo', 'failure', %s, %s, true, 'celery', 'celery', '', now()), "
+            "kwargs, args_exact, queue, routing_key, exchange, first_seen_at, first_seen_day) "
+            "VALUES (%s, 'automation.echo', 'failure', %s, %s, true, 'celery', 'celery', '', "
+            "now(), (now() AT TIME ZONE 'UTC')::date), "
             "(%s, 'automation.add', 'pending', '[1, 2]', '{}', true, 'celery', 'celery', '', "
-            "now())",
+            "now(), (now() AT TIME ZONE 'UTC')::date)",
             (failed_id, psycopg.types.json.Jsonb([argument]),
              psycopg.types.json.Jsonb({"x": argument}), pending_id))
 

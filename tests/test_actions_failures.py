@@ -60,8 +60,9 @@ def insert_row(database_url: str, task_id: str, status: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO automation.job_executions (execution_id, task_name, status, args, "
-            "kwargs, args_exact, queue, first_seen_at) "
-            "VALUES (%s, 'automation.add', %s, %s, '{}', true, 'celery', now())",
+            "kwargs, args_exact, queue, first_seen_at, first_seen_day) "
+            "VALUES (%s, 'automation.add', %s, %s, '{}', true, 'celery', now(), "
+            "(now() AT TIME ZONE 'UTC')::date)",
             (task_id, status, Jsonb([1, 2])))
 
 

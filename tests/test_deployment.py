@@ -20,6 +20,9 @@ SERVICES = {"redis", "postgres", "automation-worker", "automation-scheduler", "c
             "sync-worker"}
 APP_SERVICES = SERVICES - {"redis", "postgres"}
 ENV_VARS = {"REDIS_URL", "DATABASE_URL", "FLOWER_BASIC_AUTH", "JWT_SECRET"}
+SCALE = {"celery-monitor-2", "sync-worker-2", "nginx"}
+SCALE_APP_SERVICES = SCALE - {"nginx"}
+NGINX_CONF = ROOT / "deploy" / "nginx" / "flower-ops.conf"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,8 @@ def depends(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_compose_runs_exactly_the_six_services(services: dict[str, Any]) -> None:
-    assert set(services) == SERVICES
+    """Without a profile: the six of SPEC section 10 (the others are opt-in)."""
+    assert {name for name, spec in services.items() if not spec.get("profiles")} == SERVICES
 
 
 def test_app_services_share_the_image_built_from_the_dockerfile(services: dict[str, Any]) -> None:
@@ -88,7 +92,7 @@ def test_sync_worker_runs_the_sync_worker_command(services: dict[str, Any]) -> N
 
 
 def test_app_services_get_the_spec_environment(services: dict[str, Any]) -> None:
-    for name in APP_SERVICES:
+    for name in APP_SERVICES | SCALE_APP_SERVICES:
         env = services[name]["environment"]
         assert ENV_VARS <= set(env), name
         assert env["REDIS_URL"].startswith("redis://redis:6379/")
@@ -183,3 +187,59 @@ def test_example_worker_app_is_instrumented_and_has_a_beat_schedule(
     assert app.conf.beat_schedule
     for entry in app.conf.beat_schedule.values():
         assert entry["task"] in app.tasks
+
+
+# -- profile "scale": several monitors as one, behind nginx ---------------------------------
+
+
+def test_the_scale_profile_adds_nginx_a_second_monitor_and_a_second_sync_worker(
+        services: dict[str, Any]) -> None:
+    assert {name for name, spec in services.items()
+            if "scale" in spec.get("profiles", [])} == SCALE
+    assert command_of(services["celery-monitor-2"]) == command_of(services["celery-monitor"])
+    assert command_of(services["sync-worker-2"]) == ["sync-worker"]
+    assert "ports" not in services["celery-monitor-2"]   # reached through nginx only
+    assert services["celery-monitor-2"]["image"] == services["celery-monitor"]["image"]
+
+
+def test_monitors_share_the_token_key_and_flowers_cookie_secret(
+        services: dict[str, Any]) -> None:
+    """A token from one monitor must be valid on the other; Flower's OAuth
+    login cookie too (the xsrf cookie is checked against itself, not a key)."""
+    for name in ("celery-monitor", "celery-monitor-2"):
+        env = services[name]["environment"]
+        shared = ("FLOWER_OPS_TOKEN_SECRET", "FLOWER_COOKIE_SECRET", "JWT_SECRET")
+        # each from the one value in the shell or .env (${NAME:-})
+        assert {k: env[k] for k in shared} == {k: "${" + k + ":-}" for k in shared}, name
+        assert env["DATABASE_URL"] == services["sync-worker"]["environment"]["DATABASE_URL"]
+
+
+def test_nginx_serves_the_shipped_config_in_front_of_both_monitors(
+        services: dict[str, Any]) -> None:
+    nginx = services["nginx"]
+    assert "8080:80" in [str(port) for port in nginx["ports"]]
+    assert "./deploy/nginx/flower-ops.conf:/etc/nginx/conf.d/default.conf:ro" in nginx["volumes"]
+    assert depends(nginx) == {"celery-monitor": "service_healthy",
+                              "celery-monitor-2": "service_healthy"}
+    assert "/healthcheck" in healthcheck_text(nginx)
+    for name in SCALE_APP_SERVICES:
+        assert depends(services[name]).get("postgres") == "service_healthy", name
+        assert services[name]["healthcheck"].get("interval"), name
+
+
+def test_the_nginx_config_balances_the_monitors_and_passes_the_feed() -> None:
+    text = NGINX_CONF.read_text()
+    upstream = re.search(r"upstream flower_ops_monitors \{(.*?)\}", text, re.S)
+    assert upstream is not None
+    servers = re.findall(r"^\s*server\s+(\S+)", upstream.group(1), re.M)
+    assert servers == ["celery-monitor:5555", "celery-monitor-2:5555"]
+    assert re.search(r"^\s*# ip_hash;", upstream.group(1), re.M), "sticky: a commented ip_hash"
+    for line in ("proxy_http_version 1.1;", "proxy_set_header Upgrade $http_upgrade;",
+                 "proxy_set_header Connection $flower_ops_connection;",
+                 "proxy_set_header Host $http_host;",
+                 "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+                 "proxy_set_header X-Forwarded-Proto $scheme;"):
+        assert line in text, line
+    # longer than the feed's longest silence (a message at least every 2 s)
+    read_timeout = re.search(r"proxy_read_timeout (\d+)s;", text)
+    assert read_timeout is not None and int(read_timeout.group(1)) > 2 * 2

@@ -165,13 +165,17 @@ def insert(database_url: str, task_id: str, rows: list[tuple[str, float, dict[st
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO automation.job_executions (execution_id, task_name, status, "
-            "first_seen_at) VALUES (%s, 'job', 'success', to_timestamp(%s))",
+            "first_seen_at, first_seen_day) VALUES (%s, 'job', 'success', to_timestamp(%s), "
+            "(now() AT TIME ZONE 'UTC')::date)",
             (task_id, min(at for _, at, _ in rows)))
         for state, at, detail in rows:
             conn.execute(
                 "INSERT INTO automation.job_execution_history (execution_id, state, "
-                "occurred_at, worker, detail) VALUES (%s, %s, to_timestamp(%s), 'w1@host', %s)",
-                (task_id, state, at, psycopg.types.json.Jsonb(detail) if detail else None))
+                "occurred_at, worker, detail, first_seen_day) SELECT %s, %s, to_timestamp(%s), "
+                "'w1@host', %s, first_seen_day FROM automation.job_executions "
+                "WHERE execution_id = %s",
+                (task_id, state, at, psycopg.types.json.Jsonb(detail) if detail else None,
+                 task_id))
 
 
 def test_database_history_is_in_lifecycle_order_whatever_the_clocks(

@@ -15,6 +15,7 @@ came back that the operation does not document.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,8 @@ MONITOR_ENV = {
     "FLOWER_OPS_BACKLOG_SECONDS": "0",
     # a running task signalled is not waited for long: a 202 (requested)
     "FLOWER_OPS_CANCEL_CONFIRM_SECONDS": "0.1",
+    # a second monitor (check_db_only_task) runs beside the first: one token key
+    "FLOWER_OPS_TOKEN_SECRET": "openapi-answers-shared-token-secret-0123456789",
 }
 METHODS = ("get", "post", "put", "patch", "delete")
 # Routes outside the document's paths, typed by its components all the same
@@ -314,6 +317,7 @@ def test_every_operation_answers_as_documented(stack: Stack, seeded: Seeded,
         denied("POST", path, json={"ids": [seeded.ok]})
 
     check_workflows(stack, checker, denied)
+    check_idempotency(stack, checker)
 
     time.sleep(0.5)   # audit records of the refusals are written after the answers
     audit = call("GET", "/audit", 200, api=api, token=full)
@@ -406,6 +410,46 @@ def check_workflows(stack: Stack, checker: Checker, denied: Callable[..., None])
         call("POST", path, 413, api=api, token=full, values=target, data=TOO_LARGE,
              headers={"Content-Type": "application/json"})
         denied("POST", path, target)
+
+
+def check_idempotency(stack: Stack, checker: Checker) -> None:
+    """Idempotency-Key: a key used again for another request is a 422; a key
+    whose first request is still running (a claim another monitor holds) is
+    a 409 once the wait is over."""
+    import psycopg
+
+    from flower_ops.monitor.http.idempotent import fingerprint
+
+    api, full, call = stack.api, stack.token, checker.call
+    for path in ("/tasks/{task_id}/cancel", "/tasks/{task_id}/retry"):
+        key = {"Idempotency-Key": f"k-{path}"}
+        call("POST", path, 404, api=api, token=full, values={"task_id": "no-such"}, headers=key)
+        call("POST", path, 422, api=api, token=full, values={"task_id": "no-such-2"},
+             headers=key)
+    for action in ("retry", "cancel"):
+        path, key = f"/workflows/{{root_id}}/{action}", {"Idempotency-Key": f"w-{action}"}
+        call("POST", path, 404, api=api, token=full, values={"root_id": "no-such"},
+             headers=key)
+        call("POST", path, 422, api=api, token=full, values={"root_id": "no-such-2"},
+             headers=key)
+    busy = []
+    for action in ("cancel", "retry"):
+        path, key = f"/tasks/bulk/{action}", {"Idempotency-Key": f"b-{action}"}
+        call("POST", path, 200, api=api, token=full, json={"ids": ["no-such"]}, headers=key)
+        call("POST", path, 422, api=api, token=full, json={"ids": ["no-such-2"]}, headers=key)
+        body = {"ids": ["no-such-3"]}
+        busy.append((path, body))
+        with psycopg.connect(stack.require_database_url(), autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO automation.idempotency_keys (subject, idempotency_key, "
+                "fingerprint, instance_id) VALUES ('admin', %s, %s, 'elsewhere:1')",
+                (f"busy-{action}", fingerprint("POST", f"/api/automation/monitoring{path}",
+                                               json.dumps(body).encode())))
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda item: call(
+            "POST", item[0], 409, api=api, token=full, json=item[1],
+            headers={"Idempotency-Key": "busy-" + item[0].rsplit("/", 1)[1]}), busy))
+    assert all(a["detail"]["reason"] == "idempotency_in_progress" for a in answers), answers
 
 
 def cancel_on_a_busy_worker(stack: Stack, checker: Checker) -> Any:

@@ -20,7 +20,6 @@ from flower_ops.db.batch import PgExecutionStore, batch_database
 from flower_ops.db.history import PgHistory
 from flower_ops.db.migrate import available_migrations, migrate
 from flower_ops.db.pool import Database
-from flower_ops.db.retention import Retention
 
 T0 = 1_700_000_000.0
 
@@ -215,26 +214,8 @@ def test_cancel_of_a_finished_task_answers_its_final_status(store: PgExecutionSt
     assert cancel(ActionStore(database), "done") == "success"
 
 
-@pytest.mark.parametrize("archive", [False, True])
-def test_retention_removes_old_rows_in_small_batches(store: PgExecutionStore, database: Database,
-                                                     database_url: str, archive: bool) -> None:
-    old = [ev(f"old{i}", "SUCCESS", -86400 * 40) for i in range(25)]
-    store.apply(fold(old).values(), old)
-    apply_each(store, ev("new", "SUCCESS", 0))
-    with psycopg.connect(database_url) as conn:
-        conn.execute("UPDATE automation.job_executions SET updated_at = first_seen_at "
-                     "WHERE execution_id LIKE 'old%%'")
-    cutoff = T0 - 86400 * 30
-    retention = Retention(database)
-    removed = [retention.purge_older_than(cutoff_epoch=cutoff, batch_size=10, archive=archive)
-               for _ in range(4)]
-    assert removed == [10, 10, 5, 0]
-    with psycopg.connect(database_url) as conn:
-        left = [r[0] for r in conn.execute("SELECT execution_id FROM automation.job_executions")]
-        archived = conn.execute(
-            "SELECT count(*) FROM automation.job_executions_archive").fetchone()[0]  # type: ignore[index]
-    assert left == ["new"]
-    assert archived == (25 if archive else 0)
+# Retention (whole partitions, both modes) and the partition migration:
+# tests/test_partitions.py
 
 
 def test_history_reads_detail_and_lists_with_keyset_pagination_and_filters(

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from flower_ops.core.errors import Unavailable
 from flower_ops.core.lifecycle import STATE_TO_STATUS, STATUS_TO_STATE
 from flower_ops.db.jsonsafe import clean_text, holds_nul, jsonb_dumps
+from flower_ops.db.placement import place
 from flower_ops.db.pool import Database
 from flower_ops.db.schema import AUDIT, EXECUTIONS, HISTORY, STATUS_ADVANCES
 
@@ -57,11 +58,11 @@ _GUARD = (f"{STATUS_ADVANCES}(j.status, j.status_at, j.worker_lost, "
 _CANCEL_SQL = f"""
 INSERT INTO {EXECUTIONS} AS j (
     execution_id, task_name, status, status_at, args, kwargs, args_exact, queue,
-    routing_key, exchange, revoked_at, first_seen_at)
+    routing_key, exchange, revoked_at, first_seen_at, first_seen_day)
 VALUES (%(id)s, %(name)s, 'cancelled', to_timestamp(%(at)s), %(args)s, %(kwargs)s,
         %(exact)s, %(queue)s, %(routing_key)s, %(exchange)s, to_timestamp(%(at)s),
-        to_timestamp(%(at)s))
-ON CONFLICT (execution_id) DO UPDATE SET
+        to_timestamp(%(at)s), %(day)s)
+ON CONFLICT (execution_id, first_seen_day) DO UPDATE SET
     status = CASE WHEN {_GUARD} THEN 'cancelled' ELSE j.status END,
     status_at = CASE WHEN {_GUARD} THEN EXCLUDED.status_at ELSE j.status_at END,
     worker_lost = CASE WHEN {_GUARD} THEN false ELSE j.worker_lost END,
@@ -77,11 +78,12 @@ RETURNING status
 _RETRY_ROW_SQL = f"""
 INSERT INTO {EXECUTIONS} AS j (
     execution_id, task_name, status, status_at, args, kwargs, args_exact, queue,
-    routing_key, exchange, retry_of, sent_at, first_seen_at)
+    routing_key, exchange, retry_of, sent_at, first_seen_at, first_seen_day)
 VALUES (%(id)s, %(name)s, 'pending', to_timestamp(%(at)s), %(args)s, %(kwargs)s, %(exact)s,
         %(queue)s, %(routing_key)s, %(exchange)s, %(retry_of)s, to_timestamp(%(at)s),
-        to_timestamp(%(at)s))
-ON CONFLICT (execution_id) DO UPDATE SET retry_of = COALESCE(j.retry_of, EXCLUDED.retry_of)
+        to_timestamp(%(at)s), %(day)s)
+ON CONFLICT (execution_id, first_seen_day)
+    DO UPDATE SET retry_of = COALESCE(j.retry_of, EXCLUDED.retry_of)
 """
 
 # The original may be known to Flower's memory only (the sync worker has not
@@ -89,17 +91,17 @@ ON CONFLICT (execution_id) DO UPDATE SET retry_of = COALESCE(j.retry_of, EXCLUDE
 _LINK_SQL = f"""
 INSERT INTO {EXECUTIONS} AS j (
     execution_id, task_name, status, status_at, args, kwargs, args_exact, queue,
-    routing_key, exchange, retried_as, first_seen_at)
+    routing_key, exchange, retried_as, first_seen_at, first_seen_day)
 VALUES (%(id)s, %(name)s, %(status)s, to_timestamp(%(at)s), %(args)s, %(kwargs)s, %(exact)s,
-        %(queue)s, %(routing_key)s, %(exchange)s, %(new_id)s, to_timestamp(%(at)s))
-ON CONFLICT (execution_id) DO UPDATE SET retried_as = EXCLUDED.retried_as
+        %(queue)s, %(routing_key)s, %(exchange)s, %(new_id)s, to_timestamp(%(at)s), %(day)s)
+ON CONFLICT (execution_id, first_seen_day) DO UPDATE SET retried_as = EXCLUDED.retried_as
 """
 
 _HISTORY_SQL = f"""
 INSERT INTO {HISTORY}
-    (execution_id, state, occurred_at, source, detail)
-VALUES (%s, %s, to_timestamp(%s), 'operator', %s)
-ON CONFLICT (execution_id, state, occurred_at) DO NOTHING
+    (execution_id, state, occurred_at, source, detail, first_seen_day)
+VALUES (%s, %s, to_timestamp(%s), 'operator', %s, %s)
+ON CONFLICT (execution_id, first_seen_day, state, occurred_at) DO NOTHING
 """
 
 _AUDIT_SQL = f"""
@@ -117,6 +119,11 @@ def _stored_exactly(*values: Any) -> bool:
     return not any(holds_nul(value) for value in values)
 
 
+def _key(task_id: str) -> str:
+    """A task id as its row has it (NUL spelled out)."""
+    return clean_text(task_id) or ""
+
+
 def _texts(params: dict[str, Any]) -> dict[str, Any]:
     return {key: clean_text(value) if isinstance(value, str) else value
             for key, value in params.items()}
@@ -132,8 +139,9 @@ class ActionTransaction:
                        args: Any, kwargs: Any, args_exact: bool, queue: str | None,
                        routing_key: str | None, exchange: str | None) -> str:
         """Set the row to ``cancelled`` (guarded); returns the row's status after."""
+        day = place(self.conn, [(_key(task_id), at)])[_key(task_id)]
         row = self.conn.execute(_CANCEL_SQL, _texts({
-            "id": task_id, "name": name, "at": at, "args": _jsonb(args),
+            "id": task_id, "day": day, "name": name, "at": at, "args": _jsonb(args),
             "kwargs": _jsonb(kwargs),
             "exact": args_exact and args is not None and _stored_exactly(args, kwargs),
             "queue": queue, "routing_key": routing_key, "exchange": exchange})).fetchone()
@@ -145,7 +153,8 @@ class ActionTransaction:
         status = str(row[0]) if row else "cancelled"
         if status == "cancelled":
             self.conn.execute(_HISTORY_SQL, (task_id, "REVOKED", at,
-                                             _jsonb({"operator": subject, "action": "cancel"})))
+                                             _jsonb({"operator": subject, "action": "cancel"}),
+                                             day))
         return status
 
     def record_retry(self, *, original_id: str, original_state: str, new_id: str, at: float,
@@ -154,12 +163,16 @@ class ActionTransaction:
         params = _texts({"name": name, "at": at, "args": _jsonb(args), "kwargs": _jsonb(kwargs),
                          "exact": _stored_exactly(args, kwargs), "queue": queue,
                          "routing_key": routing_key, "exchange": exchange})
-        self.conn.execute(_RETRY_ROW_SQL, {**params, "id": new_id, "retry_of": original_id})
+        days = place(self.conn, [(_key(original_id), at), (_key(new_id), at)])
+        new_day = days[_key(new_id)]
+        self.conn.execute(_RETRY_ROW_SQL, {**params, "id": new_id, "retry_of": original_id,
+                                           "day": new_day})
         self.conn.execute(_HISTORY_SQL, (new_id, "PENDING", at, _jsonb(
-            {"operator": subject, "action": "retry", "retry_of": original_id})))
+            {"operator": subject, "action": "retry", "retry_of": original_id}), new_day))
         status = STATE_TO_STATUS.get(original_state, "failure")
         self.conn.execute(_LINK_SQL, {**params, "id": original_id, "status": status,
-                                      "new_id": new_id})
+                                      "new_id": new_id,
+                                      "day": days[_key(original_id)]})
 
     def audit(self, records: Sequence[AuditRecord]) -> None:
         if records:

@@ -29,6 +29,7 @@ import psycopg
 from flower_ops.core.errors import Unavailable
 from flower_ops.core.transitions import MISSING, TaskDelta, Transition
 from flower_ops.db.jsonsafe import clean_text, jsonb_text
+from flower_ops.db.placement import history_day, place
 from flower_ops.db.pool import Database
 from flower_ops.db.schema import (
     EXECUTIONS,
@@ -50,11 +51,11 @@ _STAGING_COLUMNS = (
     ("expires", "float8"), ("runtime", "float8"), ("trace_id", "text"),
     ("workflow_id", "text"), ("canvas", "jsonb"), ("links", "jsonb"),
     *((column, "float8") for column in TIME_COLUMNS.values()),
-    ("first_seen", "float8"), ("reconciled_at", "float8"),
+    ("first_seen", "float8"), ("reconciled_at", "float8"), ("first_seen_day", "date"),
 )
 _HISTORY_STAGING_COLUMNS = (
     ("execution_id", "text"), ("state", "text"), ("occurred_at", "float8"), ("worker", "text"),
-    ("source", "text"), ("detail", "jsonb"),
+    ("source", "text"), ("detail", "jsonb"), ("first_seen_day", "date"),
 )
 
 
@@ -85,15 +86,15 @@ INSERT INTO {EXECUTIONS} AS j (
     result, error, traceback, worker, queue, routing_key, exchange, retries, parent_id,
     root_id, eta, expires, runtime, trace_id, workflow_id, canvas, links,
     {", ".join(_TIMES)},
-    first_seen_at, reconciled_at)
+    first_seen_at, reconciled_at, first_seen_day)
 SELECT execution_id, task_name, COALESCE(status, 'pending'), {_ts("status_at")},
     worker_lost, args, kwargs, args_exact, result, error, traceback, worker, queue,
     routing_key, exchange, retries, parent_id, root_id, {_ts("eta")}, {_ts("expires")},
     runtime, trace_id, workflow_id, canvas, links, {", ".join(_ts(c) for c in _TIMES)},
-    COALESCE({_ts("first_seen")}, now()), {_ts("reconciled_at")}
+    COALESCE({_ts("first_seen")}, now()), {_ts("reconciled_at")}, first_seen_day
 FROM {STAGING}
 ORDER BY execution_id
-ON CONFLICT (execution_id) DO UPDATE SET
+ON CONFLICT (execution_id, first_seen_day) DO UPDATE SET
     status = CASE WHEN {_ADV} THEN EXCLUDED.status ELSE j.status END,
     status_at = CASE WHEN {_ADV} THEN EXCLUDED.status_at ELSE j.status_at END,
     worker_lost = CASE WHEN {_ADV} THEN EXCLUDED.worker_lost ELSE j.worker_lost END,
@@ -140,12 +141,20 @@ ON CONFLICT (execution_id) DO UPDATE SET
 
 _HISTORY_SQL = f"""
 INSERT INTO {HISTORY}
-    (execution_id, state, occurred_at, worker, source, detail)
-SELECT execution_id, state, to_timestamp(occurred_at), worker, source, detail
+    (execution_id, state, occurred_at, worker, source, detail, first_seen_day)
+SELECT execution_id, state, to_timestamp(occurred_at), worker, source, detail, first_seen_day
 FROM {HISTORY_STAGING}
 ORDER BY execution_id, state, occurred_at
-ON CONFLICT (execution_id, state, occurred_at) DO NOTHING
+ON CONFLICT (execution_id, first_seen_day, state, occurred_at) DO NOTHING
 """
+
+
+STAGING_COLUMNS = _STAGING_COLUMNS
+
+
+def merge_staged(conn: psycopg.Connection) -> None:
+    """Merge what the staging table holds (``duplicates.py`` stages a row)."""
+    conn.execute(_MERGE_SQL)
 
 
 def create_staging_tables(conn: psycopg.Connection) -> None:
@@ -257,20 +266,23 @@ class PgExecutionStore:
     def apply(self, deltas: Iterable[TaskDelta], transitions: Sequence[Transition]) -> int:
         """Merge one batch (one delta per task id) and its history; returns the
         number of rows inserted or changed."""
-        rows = [_staging_row(d) for d in deltas]
-        if not rows:
+        staged = [(_staging_row(d), d.first_seen, d.times.get("sent")) for d in deltas]
+        if not staged:
             return 0
         history = [_history_row(t) for t in transitions]
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # the partition each row is in, or goes to (``placement.py``)
+            days = place(conn, [(row[0], first_seen) for row, first_seen, _ in staged],
+                         {row[0]: sent for row, _, sent in staged})
             with cur.copy(_COPY_STAGING) as copy:
-                for row in rows:
-                    copy.write_row(row)
+                for row, _, _ in staged:
+                    copy.write_row((*row, days[row[0]]))
             cur.execute(_MERGE_SQL)
             changed = cur.rowcount
             if history:
                 with cur.copy(_COPY_HISTORY_STAGING) as copy:
                     for hrow in history:
-                        copy.write_row(hrow)
+                        copy.write_row((*hrow, history_day(days, hrow[0], hrow[2])))
                 cur.execute(_HISTORY_SQL)
         return int(changed)
 

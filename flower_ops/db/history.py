@@ -7,8 +7,10 @@ sync worker writes them (``db/batch.py``), operator actions too
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+from psycopg.rows import dict_row
 
 from flower_ops.core.lifecycle import (
     STATUS_TO_STATE,
@@ -17,6 +19,7 @@ from flower_ops.core.lifecycle import (
 )
 from flower_ops.core.query import TaskPage, TaskQuery, encode_position
 from flower_ops.db.listing import TaskListing
+from flower_ops.db.partitions import EPOCH_DAY
 from flower_ops.db.pool import Database
 from flower_ops.db.schema import EXECUTION_COLUMNS, EXECUTIONS, HISTORY, TIME_COLUMNS
 
@@ -67,28 +70,44 @@ class PgHistory:
         self._db = database
         self.listing = TaskListing(database.connection)
 
-    def _query(self, sql: str, params: Any) -> list[dict[str, Any]]:
-        return self._db.rows(sql, params)
-
     def get_task(self, task_id: str) -> dict[str, Any] | None:
-        rows = self._query(f"SELECT {EXECUTION_COLUMNS} FROM {EXECUTIONS} "
-                           "WHERE execution_id = %s", (task_id,))
+        # one connection for the three reads (one checkout from the pool)
+        with self._db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            def query(sql: str, params: Any) -> list[dict[str, Any]]:
+                cur.execute(sql, params)
+                return cur.fetchall()
+
+            return self._task(query, task_id)
+
+    def _task(self, query: Any, task_id: str) -> dict[str, Any] | None:
+        rows = query(f"SELECT {EXECUTION_COLUMNS} FROM {EXECUTIONS} "
+                     "WHERE execution_id = %s", (task_id,))
         if not rows:
             return None
         task = task_from_row(rows[0])
         task["trace_id"] = rows[0]["trace_id"]
-        history = self._query(
-            "SELECT state, extract(epoch FROM occurred_at)::float8 AS ts, worker, source, "
-            f"detail FROM {HISTORY} WHERE execution_id = %s "
-            "ORDER BY occurred_at, id", (task_id,))
+        # its task's partition, and the legacy one while the mover empties it
+        # (a transition written meanwhile in both is shown once)
+        history = query(
+            "SELECT state, ts, worker, source, detail FROM ("
+            "SELECT DISTINCT ON (occurred_at, state) state, occurred_at, id, "
+            "extract(epoch FROM occurred_at)::float8 AS ts, worker, source, detail "
+            f"FROM {HISTORY} WHERE execution_id = %s AND first_seen_day = ANY(%s) "
+            "ORDER BY occurred_at, state, first_seen_day DESC) h ORDER BY occurred_at, id",
+            (task_id, [rows[0]["first_seen_day"], EPOCH_DAY]))
         # Read in time order; shown in lifecycle order, whatever the clocks
         # of publisher and workers said (``lifecycle.in_lifecycle_order``)
         task["history"] = in_lifecycle_order(
             [{"state": h["state"], "timestamp": h["ts"], "worker": h["worker"],
               "source": h["source"], **(h["detail"] or {})} for h in history])
-        children = self._query(
+        # a child is first seen after its parent: the partitions from the
+        # parent's day (a day earlier: clocks of publishers differ) only, and
+        # the legacy one while the partition migration empties it
+        children = query(
             f"SELECT execution_id FROM {EXECUTIONS} WHERE parent_id = %s "
-            "ORDER BY first_seen_at LIMIT %s", (task_id, MAX_CHILDREN))
+            "AND (first_seen_day >= %s OR first_seen_day = %s) "
+            "ORDER BY first_seen_at LIMIT %s",
+            (task_id, rows[0]["first_seen_day"] - timedelta(days=1), EPOCH_DAY, MAX_CHILDREN))
         task["children"] = [c["execution_id"] for c in children]
         return task
 
@@ -100,6 +119,7 @@ class PgHistory:
         ``children``."""
         page = self.listing.page(query)
         return TaskPage(tasks=[task_from_row(r) for r in page.rows], total=page.total,
+                        extra={"total_estimated": page.total_estimated},
                         next=row_position(page.rows[-1]) if page.more_after and page.rows
                         else None,
                         prev=row_position(page.rows[0]) if page.more_before and page.rows

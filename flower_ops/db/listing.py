@@ -7,6 +7,8 @@ ordered by ``(first_seen_at, execution_id)``; a cursor is that pair
 """
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +21,13 @@ from flower_ops.core.query import TaskQuery, decode_position
 from flower_ops.db.schema import EXECUTION_COLUMNS, EXECUTIONS
 
 MAX_LIMIT = 1000
+# A listing's total is counted exactly up to this many rows; past it, it is
+# the planner's estimate and the answer says so (``total_estimated``): an
+# exact count of millions of rows cannot be had in a page's time. Estimates
+# are kept ``ESTIMATE_SECONDS`` per filter (planning a query over every
+# partition costs milliseconds; the page's own queries are prepared once).
+EXACT_TOTAL_CAP = 1000
+ESTIMATE_SECONDS = 30.0
 Query = Callable[[str, Any], list[dict[str, Any]]]
 
 
@@ -30,6 +39,7 @@ class RowPage:
     total: int
     more_before: bool     # rows come before the first one
     more_after: bool      # rows come after the last one
+    total_estimated: bool = False   # ``total`` is the planner's estimate
 
 
 @dataclass
@@ -108,7 +118,32 @@ def walks_descending(query: TaskQuery) -> bool:
     return descending != (query.backward and query.cursor is not None)
 
 
-def page_rows(run: Query, query: TaskQuery, where: list[str], params: list[Any]) -> RowPage:
+class Estimates:
+    """Row estimates per filter, kept a while (per process and database)."""
+
+    def __init__(self, seconds: float = ESTIMATE_SECONDS) -> None:
+        self._seconds = seconds
+        self._kept: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, run: Query, sql: str, params: list[Any]) -> int:
+        key = repr((sql, params))
+        now = time.monotonic()
+        with self._lock:
+            kept = self._kept.get(key)
+        if kept is not None and now - kept[0] < self._seconds:
+            return kept[1]
+        plan = run(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        estimate = int(next(iter(plan[0].values()))[0]["Plan"]["Plan Rows"])
+        with self._lock:
+            if len(self._kept) > 1000:
+                self._kept.clear()
+            self._kept[key] = (now, estimate)
+        return estimate
+
+
+def page_rows(run: Query, query: TaskQuery, where: list[str], params: list[Any],
+              estimates: Estimates | None = None) -> RowPage:
     """One keyset page of the rows ``where`` selects: after ``query.cursor``,
     or before it when ``query.backward``."""
     keyset_where = list(where)
@@ -125,15 +160,30 @@ def page_rows(run: Query, query: TaskQuery, where: list[str], params: list[Any])
     rows = run(f"SELECT {EXECUTION_COLUMNS} FROM {EXECUTIONS}{where_sql(keyset_where)} "
                f"ORDER BY first_seen_at {direction}, execution_id {direction} LIMIT %s",
                [*keyset_params, limit + 1])
-    total = run(f"SELECT count(*) AS n FROM {EXECUTIONS}{where_sql(where)}", params)
+    total, estimated = count_rows(run, where, params, estimates=estimates)
     more = len(rows) > limit
     rows = rows[:limit]
     backward = query.backward and query.cursor is not None
     if backward:
         rows.reverse()
-    return RowPage(rows=rows, total=int(total[0]["n"]),
+    return RowPage(rows=rows, total=total, total_estimated=estimated,
                    more_before=more if backward else query.cursor is not None,
                    more_after=True if backward else more)
+
+
+def count_rows(run: Query, where: list[str], params: list[Any], cap: int = EXACT_TOTAL_CAP,
+               estimates: Estimates | None = None) -> tuple[int, bool]:
+    """(rows ``where`` selects, whether that is an estimate): exact up to
+    ``cap``, else the planner's estimate (never below ``cap`` + 1, which
+    are known to be there)."""
+    found = run(f"SELECT count(*) AS n FROM (SELECT 1 FROM {EXECUTIONS}{where_sql(where)} "
+                "LIMIT %s) s", [*params, cap + 1])
+    exact = int(found[0]["n"])
+    if exact <= cap:
+        return exact, False
+    estimate = (estimates or Estimates(0.0)).get(
+        run, f"SELECT 1 FROM {EXECUTIONS}{where_sql(where)}", params)
+    return max(estimate, cap + 1), True
 
 
 def counts_by_state(run: Query, where: list[str], params: list[Any]) -> dict[str, int]:
@@ -148,6 +198,7 @@ class TaskListing:
 
     def __init__(self, connection: Callable[[], Any]) -> None:
         self._connection = connection       # Database.connection
+        self._estimates = Estimates()
 
     def _run(self, sql: str, params: Any) -> list[dict[str, Any]]:
         with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -156,7 +207,13 @@ class TaskListing:
 
     def page(self, query: TaskQuery) -> RowPage:
         where, params = filters(query)
-        return page_rows(self._run, query, where, params)
+        # one connection for the page and its total (one checkout)
+        with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            def run(sql: str, params: Any) -> list[dict[str, Any]]:
+                cur.execute(sql, params)
+                return cur.fetchall()
+
+            return page_rows(run, query, where, params, self._estimates)
 
     def counts(self, query: TaskQuery) -> dict[str, int]:
         where, params = filters(query, states=False)
@@ -193,6 +250,6 @@ class TaskListing:
             if counts:
                 snapshot.counts = counts_by_state(run, where, params)
             else:
-                snapshot.page = page_rows(run, query, where, params)
+                snapshot.page = page_rows(run, query, where, params, self._estimates)
             return snapshot
 

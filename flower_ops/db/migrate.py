@@ -14,6 +14,7 @@ from importlib import resources
 
 import psycopg
 
+from flower_ops.db.prepare import prepare_partitions
 from flower_ops.db.schema import MIGRATIONS, SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -44,17 +45,22 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-def migrate(conn_or_url: psycopg.Connection | str) -> list[int]:
-    """Bring the schema up to date; returns the versions applied now."""
+def migrate(conn_or_url: psycopg.Connection | str, *, up_to: int | None = None) -> list[int]:
+    """Bring the schema up to date (or to version ``up_to``: tests of a
+    migration); returns the versions applied now."""
     if isinstance(conn_or_url, str):
         with psycopg.connect(conn_or_url, autocommit=True, connect_timeout=10) as conn:
-            return _migrate(conn)
-    return _migrate(conn_or_url)
+            return _migrate(conn, up_to)
+    return _migrate(conn_or_url, up_to)
 
 
-def _migrate(conn: psycopg.Connection) -> list[int]:
+def _migrate(conn: psycopg.Connection, up_to: int | None) -> list[int]:
     applied_now: list[int] = []
     for migration in available_migrations():
+        if up_to is not None and migration.version > up_to:
+            break
+        if migration.version in _PREPARE and not _applied(conn, migration.version):
+            _PREPARE[migration.version](conn)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
@@ -72,3 +78,17 @@ def _migrate(conn: psycopg.Connection) -> list[int]:
             applied_now.append(migration.version)
             logger.info("applied migration %s", migration.name)
     return applied_now
+
+
+def _applied(conn: psycopg.Connection, version: int) -> bool:
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (MIGRATIONS,)).fetchone()
+    if not exists or not exists[0]:
+        return False
+    return conn.execute(f"SELECT 1 FROM {MIGRATIONS} WHERE version = %s",
+                        (version,)).fetchone() is not None
+
+
+# Work done before a migration's transaction, outside it (autocommit), so
+# that it does not block writers: each step idempotent (a restart redoes
+# what was not finished), processes serialised by a session advisory lock.
+_PREPARE = {5: prepare_partitions}

@@ -11,6 +11,7 @@ an outage does not get a dead one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from flower_ops.core.errors import Unavailable
 from flower_ops.db.migrate import migrate
+from flower_ops.db.partitions import ensure_ahead
+
+logger = logging.getLogger(__name__)
 
 # TCP keepalives: a connection whose peer vanished is found in ~25 s, not hours
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
@@ -92,12 +96,23 @@ class Database:
             try:
                 with self._pool.connection(timeout=self._timeout) as conn:
                     migrate(conn)
+                    self._ensure_partitions(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
                 error = unavailable(exc)
                 self._failed = (time.monotonic(), error)
                 raise error from exc
             self._migrated = True
             self._failed = None
+
+    def _ensure_partitions(self, conn: psycopg.Connection) -> None:
+        """Today's and tomorrow's partitions at least (the monitor writes
+        retry rows; the sync worker's leader creates the rest ahead). A lock
+        not granted in time is not fatal: they exist, or the next start or
+        the leader's next pass makes them."""
+        try:
+            ensure_ahead(conn, days_ahead=1, partition_days=None)
+        except psycopg.errors.LockNotAvailable as exc:
+            logger.warning("partitions not created ahead now (%s); will try again", exc)
 
     @property
     def ready(self) -> bool:

@@ -16,6 +16,9 @@ HISTORY = f"{SCHEMA}.job_execution_history"
 AUDIT = f"{SCHEMA}.operator_audit"
 ARCHIVE = f"{SCHEMA}.job_executions_archive"
 MIGRATIONS = f"{SCHEMA}.schema_migrations"
+# running monitors and the answers of idempotent actions (migrations/0006)
+MONITORS = f"{SCHEMA}.monitors"
+IDEMPOTENCY = f"{SCHEMA}.idempotency_keys"
 # The SQL twin of core.lifecycle.advances (migrations/0001)
 STATUS_ADVANCES = f"{SCHEMA}.status_advances"
 
@@ -35,7 +38,7 @@ EXECUTION_COLUMNS = (
     "execution_id, task_name, status, status_at, worker_lost, args, kwargs, args_exact, "
     "result, error, traceback, worker, queue, routing_key, exchange, retries, retry_of, "
     "retried_as, parent_id, root_id, eta, expires, runtime, trace_id, workflow_id, canvas, "
-    "first_seen_at, "
+    "first_seen_at, first_seen_day, "
     "updated_at, "
     + ", ".join(TIME_COLUMNS.values())
     + ", (extract(epoch FROM first_seen_at) * 1000000)::bigint AS first_seen_us"

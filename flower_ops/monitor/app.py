@@ -43,7 +43,9 @@ from flower_ops.monitor.http import openapi
 from flower_ops.monitor.http import workflows as workflows_http
 from flower_ops.monitor.http import ws as ws_http
 from flower_ops.monitor.http.base import API_BASE, ApiNotFound, HttpPart, Route
+from flower_ops.monitor.http.body_cap import cap_request_bodies
 from flower_ops.monitor.http.token import TokenPolicy
+from flower_ops.monitor.instances import MonitorInstances, new_instance_id, registry_for
 from flower_ops.monitor.live.feed import FeedSettings, LiveFeed
 from flower_ops.monitor.live.snapshots import Snapshots
 from flower_ops.monitor.services.action_lookup import TaskLookup
@@ -52,6 +54,7 @@ from flower_ops.monitor.services.audit import AuditTrail
 from flower_ops.monitor.services.cancellation import Cancellation
 from flower_ops.monitor.services.capabilities import Capabilities
 from flower_ops.monitor.services.celery_gateway import CeleryGateway
+from flower_ops.monitor.services.idempotency import IdempotencyService, idempotency_service
 from flower_ops.monitor.services.insights import InsightsService
 from flower_ops.monitor.services.queues import QueueService, WatchedQueues
 from flower_ops.monitor.services.series import SeriesRecorder
@@ -98,6 +101,8 @@ class FlowerOps:
     workflow_actions: WorkflowActions
     actions: TaskActionService
     feed: LiveFeed
+    instances: MonitorInstances
+    idempotency: IdempotencyService
     routes: list[Route] = field(default_factory=list)
     heap: HeapKeeper = field(default_factory=HeapKeeper)
     _timers: list[PeriodicCallback] = field(default_factory=list)
@@ -132,6 +137,7 @@ class FlowerOps:
         for timer in self._timers:
             timer.stop()
         self._timers.clear()
+        self.instances.leave()
         if self.database is not None:
             self.database.close()
         self.blocking.shutdown()
@@ -144,6 +150,7 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
     options = flower_app.options
     blocking = BlockingRunner(io_loop)
     authority = TokenAuthority(config.jwt)
+    instance_id = new_instance_id()   # this monitor's, in the feed and the registry
 
     # Sources: Flower's event state (indexed), PostgreSQL, the broker
     index = TaskIndex(flower_app.events.state)
@@ -231,7 +238,13 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
             client_buffer_bytes=config.ws_client_buffer_bytes),
         index=index, tasks=tasks, io_loop=io_loop,
         snapshots=Snapshots(tasks=tasks, stats=stats, workers=workers, queues=queues,
-                            io_loop=io_loop))
+                            io_loop=io_loop, instance=instance_id))
+    instances = MonitorInstances(
+        instance_id=instance_id, group=config.monitor_group, io_loop=io_loop,
+        key_fingerprint=authority.key_fingerprint, run_blocking=blocking, version=__version__,
+        alerts=health.book,
+        registry=registry_for(database=database, broker_url=broker_url,
+                              group=config.monitor_group))
 
     # Who hears what: index changes and alerts, in this order (the running
     # tasks first: whoever hears next may read the workers' counts)
@@ -255,7 +268,8 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
         arrivals=arrivals,
         queues=queues, tasks=tasks, alerts=alerts, health=health, stats=stats,
         insights=insights, actions=actions, workflows=workflows,
-        workflow_actions=workflow_actions, feed=feed)
+        workflow_actions=workflow_actions, feed=feed, instances=instances,
+        idempotency=idempotency_service(database, instance_id, blocking, config))
     ops.routes.extend(route_table(ops))
     return ops
 
@@ -272,10 +286,11 @@ def route_table(ops: FlowerOps) -> list[Route]:
                       flower_options=ops.flower.options, stats=ops.stats, tasks=ops.tasks,
                       workers=ops.workers, queues=ops.queues),
         actions_http.part(auth=auth, actions=ops.actions, tasks=ops.tasks,
-                          workflows=ops.workflow_actions),
+                          workflows=ops.workflow_actions, idempotency=ops.idempotency),
         alerts_http.part(auth=auth, health=ops.health),
         insights_http.part(auth=auth, insights=ops.insights),
-        workflows_http.part(auth=auth, workflows=ops.workflows, actions=ops.workflow_actions),
+        workflows_http.part(auth=auth, workflows=ops.workflows, actions=ops.workflow_actions,
+                            idempotency=ops.idempotency),
         ws_http.part(auth=auth, feed=ops.feed, allowed_origins=config.ws_allowed_origins),
         dashboard_http.part(settings=ops.flower.settings, prefixed=ops.prefixed,
                             snapshot_seconds=config.ws_snapshot_seconds),
@@ -329,29 +344,10 @@ def install(flower_app: Any, config: MonitorConfig | None = None) -> FlowerOps:
         return existing
     ops = build(flower_app, config if config is not None else MonitorConfig.from_env())
     flower_app.add_handlers(r".*$", ops.routes)
-    _cap_request_bodies(flower_app, ops.config.max_request_bytes)
+    cap_request_bodies(flower_app, ops.config.max_request_bytes)
     flower_app.flower_ops = ops
     ops.io_loop.add_callback(ops.start)
     return ops
-
-
-def _cap_request_bodies(flower_app: Any, max_bytes: int) -> None:
-    """Cap every request body the server reads, Flower's routes included.
-
-    Tornado buffers a whole body (up to 100 MB by default) before a
-    non-streaming handler such as Flower's runs, so without a cap anyone who
-    can reach the port, credentials or not, can make the monitor hold
-    hundreds of MB. Our own API handlers stream and stop at 1 MiB anyway.
-    """
-    start_request = flower_app.start_request
-
-    def capped_start_request(server_conn: Any, request_conn: Any) -> Any:
-        set_max = getattr(request_conn, "set_max_body_size", None)
-        if set_max is not None:
-            set_max(max_bytes)
-        return start_request(server_conn, request_conn)
-
-    flower_app.start_request = capped_start_request
 
 
 __all__ = ["FlowerOps", "build", "install", "route_table"]

@@ -6,15 +6,20 @@ Two kinds of token are accepted:
   configured key (``JWT_SECRET``, ``JWT_PUBLIC_KEY`` or ``JWT_JWKS_URL``) and
   only with the algorithms in ``JWT_ALGORITHMS``.
 * **Local** tokens that ``POST /token`` issues to users who logged in to
-  Flower. With ``JWT_SECRET`` they are signed with it (so other services that
-  share the secret accept them); otherwise with a random per-process secret,
-  marked with a ``kid`` of their own and verified only with HS256 and that
-  secret. A public key is therefore never usable as an HMAC secret.
+  Flower. With ``FLOWER_OPS_TOKEN_SECRET`` they are signed with it; else with
+  ``JWT_SECRET`` (so other services that share the secret accept them); else
+  with a random per-process secret. Local tokens not signed with
+  ``JWT_SECRET`` carry a ``kid`` of their own and are verified only with
+  HS256 and that secret. A public key is therefore never usable as an HMAC
+  secret. Monitors behind one balancer must share the key their tokens are
+  signed with; ``key_fingerprint`` lets them compare it without showing it.
 
 Every token must carry ``exp``; ``aud``/``iss`` are checked when configured.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -31,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 LOCAL_KID = "flower-ops-local"
 LOCAL_ISSUER = "flower-ops"
+RANDOM_KEY = "random"
+_FINGERPRINT_LABEL = b"flower-ops token key fingerprint v1"
 MAX_TOKEN_BYTES = 8192
 
 
@@ -64,7 +71,8 @@ class TokenAuthority:
 
     def __init__(self, config: JwtConfig, *, local_secret: str | None = None) -> None:
         self.config = config
-        self._local_secret = local_secret or secrets.token_urlsafe(48)
+        self._shared_secret = local_secret or config.token_secret
+        self._local_secret = self._shared_secret or secrets.token_urlsafe(48)
         self._jwks: jwt.PyJWKClient | None = None
         if config.jwks_url:
             # An unknown kid refetches the key set (rotation), at most once per
@@ -72,11 +80,28 @@ class TokenAuthority:
             self._jwks = jwt.PyJWKClient(config.jwks_url, cache_keys=True, lifespan=300,
                                          timeout=5,
                                          cooldown_duration=config.jwks_refresh_cooldown_seconds)
-        if not config.configured:
+        if not config.configured and self._shared_secret is None:
             logger.warning(
-                "No JWT key configured (JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL): API tokens "
-                "come only from POST /api/automation/monitoring/token and are signed with a "
-                "random per-process secret, so they stop working when the monitor restarts.")
+                "No JWT key configured (JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL) and no "
+                "FLOWER_OPS_TOKEN_SECRET: API tokens come only from POST "
+                "/api/automation/monitoring/token and are signed with a random per-process "
+                "secret, so they stop working when the monitor restarts and another monitor "
+                "refuses them.")
+
+    @property
+    def signing_key(self) -> str | None:
+        """The shared key local tokens are signed with; None when per-process."""
+        return self._shared_secret or self.config.secret
+
+    @property
+    def key_fingerprint(self) -> str:
+        """An HMAC of a fixed label under the signing key (never the key):
+        equal on two monitors exactly when they accept each other's tokens;
+        ``random`` for a per-process key."""
+        key = self.signing_key
+        if key is None:
+            return RANDOM_KEY
+        return hmac.new(key.encode(), _FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:32]
 
     @property
     def blocking(self) -> bool:
@@ -166,7 +191,7 @@ class TokenAuthority:
             "scope": " ".join(sorted(scopes)), "jti": secrets.token_hex(8),
         }
         secret = self.config.secret
-        if secret:
+        if secret and self._shared_secret is None:
             alg = next(a for a in self.config.algorithms if a in HMAC_ALGORITHMS)
             if self.config.issuer:
                 claims["iss"] = self.config.issuer

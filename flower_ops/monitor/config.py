@@ -7,6 +7,7 @@ the commands turn that into one line on stderr and a non-zero exit.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -32,6 +33,9 @@ class JwtConfig:
     issuer: str | None = None
     leeway_seconds: float = 0.0
     jwks_refresh_cooldown_seconds: float = 30.0
+    # FLOWER_OPS_TOKEN_SECRET: signs the monitor's own tokens (POST /token), so
+    # every monitor sharing it accepts the others' tokens
+    token_secret: str | None = None
 
     @property
     def configured(self) -> bool:
@@ -79,6 +83,8 @@ class MonitorConfig:
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     alert_webhook_url: str | None = None
     trace_url: str | None = None        # a link template with {trace_id}
+    # monitors that serve as one (behind one balancer) register in one group
+    monitor_group: str = "default"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MonitorConfig:
@@ -133,6 +139,7 @@ class MonitorConfig:
             ),
             alert_webhook_url=env.url("FLOWER_OPS_ALERT_WEBHOOK_URL", schemes=("http", "https")),
             trace_url=_trace_url(env),
+            monitor_group=_monitor_group(env),
         )
 
 
@@ -179,6 +186,11 @@ def jwt_config_from_env(env: EnvReader) -> JwtConfig:
         raise ConfigError("JWT_SECRET", "must be at least 16 characters")
     if public_key is not None:
         _check_public_key("JWT_PUBLIC_KEY", public_key)
+    token_secret = env.text("FLOWER_OPS_TOKEN_SECRET")
+    if token_secret is not None and len(token_secret) < 32:
+        raise ConfigError("FLOWER_OPS_TOKEN_SECRET", "must be at least 32 characters "
+                                                     "(e.g. python -c 'import secrets; "
+                                                     "print(secrets.token_urlsafe(48))')")
     return JwtConfig(
         secret=secret,
         public_key=public_key,
@@ -190,6 +202,7 @@ def jwt_config_from_env(env: EnvReader) -> JwtConfig:
                                  maximum=300.0),
         jwks_refresh_cooldown_seconds=env.number("FLOWER_OPS_JWKS_REFRESH_COOLDOWN_SECONDS", 30.0,
                                                 minimum=0.0, maximum=3600.0),
+        token_secret=token_secret,
     )
 
 
@@ -222,3 +235,12 @@ def _trace_url(env: EnvReader) -> str | None:
         raise ConfigError("FLOWER_OPS_TRACE_URL", "expected a URL template containing "
                           "{trace_id}, e.g. https://tracing.example/trace/{trace_id}")
     return url
+
+
+def _monitor_group(env: EnvReader) -> str:
+    """``FLOWER_OPS_MONITOR_GROUP``: which monitors are one (must share their token key)."""
+    group = env.text("FLOWER_OPS_MONITOR_GROUP", "default") or "default"
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", group):
+        raise ConfigError("FLOWER_OPS_MONITOR_GROUP", "expected 1-64 letters, digits, '.', '_' "
+                                                      f"or '-', got {group[:80]!r}")
+    return group

@@ -34,6 +34,12 @@ MONITOR_SETTINGS: tuple[Setting, ...] = (
             "least time between two JWKS fetches for an unknown kid (0-3600)"),
     Setting("FLOWER_OPS_MAX_REQUEST_BYTES", "10485760",
             "largest request body the monitor reads on any route (1 MiB-1 GiB)"),
+    Setting("FLOWER_OPS_TOKEN_SECRET", "unset",
+            "shared secret (32+ characters) signing tokens from POST /token (unset: "
+            "JWT_SECRET, else random per process); needed by "
+            "several monitors behind one balancer unless they share JWT_SECRET"),
+    Setting("FLOWER_OPS_MONITOR_GROUP", "default",
+            "monitors that serve as one; one with another token key refuses to start"),
     Setting("FLOWER_OPS_TOKEN_TTL_SECONDS", "900", "lifetime of tokens from POST /token"),
     Setting("FLOWER_OPS_TOKEN_SCOPES", "monitoring:read monitoring:write",
             "space-separated scopes put in issued tokens"),

@@ -41,7 +41,10 @@ ORPHANED_TASK = "orphaned_task"
 QUEUE_BACKLOG = "queue_backlog"
 WORKER_OFFLINE = "worker_offline"
 WORKER_SATURATED = "worker_saturated"
-KINDS = (STUCK_TASK, ORPHANED_TASK, QUEUE_BACKLOG, WORKER_OFFLINE, WORKER_SATURATED)
+# another monitor of the group signs tokens with another key (monitor/instances.py)
+MONITOR_KEY_MISMATCH = "monitor_key_mismatch"
+KINDS = (STUCK_TASK, ORPHANED_TASK, QUEUE_BACKLOG, WORKER_OFFLINE, WORKER_SATURATED,
+         MONITOR_KEY_MISMATCH)
 
 WARNING = "warning"
 CRITICAL = "critical"

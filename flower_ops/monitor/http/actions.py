@@ -11,6 +11,7 @@ from flower_ops.core.query import TaskQuery
 from flower_ops.monitor.auth import RequestAuth
 from flower_ops.monitor.http.actions_openapi import openapi_paths
 from flower_ops.monitor.http.base import API_BASE, ApiHandler, HttpPart
+from flower_ops.monitor.http.idempotent import IdempotentPost
 from flower_ops.monitor.http.params import (
     check_task_id,
     parse_choice,
@@ -18,6 +19,7 @@ from flower_ops.monitor.http.params import (
     parse_task_query,
 )
 from flower_ops.monitor.services.actions import TaskActionService
+from flower_ops.monitor.services.idempotency import IdempotencyService
 from flower_ops.monitor.services.tasks import TaskQueryService
 from flower_ops.monitor.services.workflow_actions import WorkflowActions
 
@@ -105,46 +107,50 @@ def parse_bulk_request(body: dict[str, Any], *, max_tasks: int) -> BulkRequest:
     return BulkRequest(ids=None, query=query, limit=limit, dry_run=dry_run, force=force)
 
 
-class ActionHandler(ApiHandler):
+class ActionHandler(IdempotentPost):
     def initialize(self, *, auth: RequestAuth,  # type: ignore[override]
-                   actions: TaskActionService) -> None:
+                   actions: TaskActionService, idempotency: IdempotencyService) -> None:
         super().initialize(auth=auth)
         self.actions = actions
+        self.idempotency = idempotency
 
 
 class CancelHandler(ActionHandler):
-    async def post(self, task_id: str) -> None:
-        task_id = check_task_id(task_id)
+    async def act(self, *args: str) -> tuple[int, Any]:
+        task_id = check_task_id(args[0])
         result = await self.actions.cancel(task_id, subject=self.principal.subject)
         # 202: the revoke went out, a running task was signalled, its end is not known yet
-        self.write_json(result, status=202 if result["outcome"] == REQUESTED else 200)
+        return (202 if result["outcome"] == REQUESTED else 200), result
 
 
 class RetryHandler(ActionHandler):
     """A failed workflow step is resumed (``WorkflowActions.retry_task``)."""
 
     def initialize(self, *, auth: RequestAuth,  # type: ignore[override]
-                   actions: TaskActionService, workflows: WorkflowActions) -> None:
-        super().initialize(auth=auth, actions=actions)
+                   actions: TaskActionService, idempotency: IdempotencyService,
+                   workflows: WorkflowActions) -> None:
+        super().initialize(auth=auth, actions=actions, idempotency=idempotency)
         self.workflows = workflows
 
-    async def post(self, task_id: str) -> None:
-        task_id = check_task_id(task_id)
+    async def act(self, *args: str) -> tuple[int, Any]:
+        task_id = check_task_id(args[0])
         body = self.json_body()
         unknown = sorted(set(body) - {"force"})
         if unknown:
             raise InvalidQuery("unknown field(s)", {"unknown": unknown, "allowed": ["force"]})
-        self.write_json(await self.workflows.retry_task(
-            task_id, subject=self.principal.subject, force=_bool(body, "force")))
+        return 200, await self.workflows.retry_task(
+            task_id, subject=self.principal.subject, force=_bool(body, "force"))
 
 
 class BulkActionHandler(ActionHandler):
     def initialize(self, *, auth: RequestAuth,  # type: ignore[override]
-                   actions: TaskActionService, tasks: TaskQueryService) -> None:
-        super().initialize(auth=auth, actions=actions)
+                   actions: TaskActionService, idempotency: IdempotencyService,
+                   tasks: TaskQueryService) -> None:
+        super().initialize(auth=auth, actions=actions, idempotency=idempotency)
         self.tasks = tasks
 
-    async def post(self, action: str) -> None:
+    async def act(self, *args: str) -> tuple[int, Any]:
+        action = args[0]
         request = parse_bulk_request(self.json_body(), max_tasks=self.actions.max_tasks)
         cursor = None
         ids = request.ids
@@ -158,11 +164,16 @@ class BulkActionHandler(ActionHandler):
         report = await self.actions.run(action, ids, subject=self.principal.subject,
                                         dry_run=request.dry_run, force=request.force)
         report.update(next=cursor, max_tasks=self.actions.max_tasks)
-        self.write_json(report)
+        return 200, report
 
 
-class AuditHandler(ActionHandler):
+class AuditHandler(ApiHandler):
     """``GET /audit``: who did what to which task, newest first (read scope)."""
+
+    def initialize(self, *, auth: RequestAuth,  # type: ignore[override]
+                   actions: TaskActionService) -> None:
+        super().initialize(auth=auth)
+        self.actions = actions
 
     query_parameters = frozenset({"task_id", "subject", "action", "limit", "cursor"})
 
@@ -186,9 +197,9 @@ class AuditHandler(ActionHandler):
 
 
 def part(*, auth: RequestAuth, actions: TaskActionService, tasks: TaskQueryService,
-         workflows: WorkflowActions) -> HttpPart:
+         workflows: WorkflowActions, idempotency: IdempotencyService) -> HttpPart:
     """Cancel, retry (one task or many) and the audit log."""
-    kwargs = {"auth": auth, "actions": actions}
+    kwargs = {"auth": auth, "actions": actions, "idempotency": idempotency}
     return HttpPart(
         # The bulk route first: "bulk" would otherwise match the task id group.
         routes=[
@@ -197,6 +208,6 @@ def part(*, auth: RequestAuth, actions: TaskActionService, tasks: TaskQueryServi
             (f"{API_BASE}/tasks/([^/]+)/cancel/?", CancelHandler, kwargs),
             (f"{API_BASE}/tasks/([^/]+)/retry/?", RetryHandler,
              {**kwargs, "workflows": workflows}),
-            (f"{API_BASE}/audit/?", AuditHandler, kwargs),
+            (f"{API_BASE}/audit/?", AuditHandler, {"auth": auth, "actions": actions}),
         ],
         openapi_paths=openapi_paths(max_tasks=actions.max_tasks))

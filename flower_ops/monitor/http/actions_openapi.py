@@ -5,6 +5,7 @@ from typing import Any
 
 from flower_ops.core.lifecycle import TASK_STATES
 from flower_ops.monitor.http import openapi
+from flower_ops.monitor.http.idempotent import OPENAPI_PARAMETER
 from flower_ops.monitor.http.schemas import ref
 
 _TASK_ID = openapi.TASK_ID_PARAMETER
@@ -69,32 +70,34 @@ def openapi_paths(*, max_tasks: int) -> dict[str, dict[str, Any]]:
                        "row cancelled, at once); 409 when the task ended first, with its real "
                        "state; 202 requested when a running task was signalled and has not "
                        "ended within FLOWER_OPS_CANCEL_CONFIRM_SECONDS. Audited.",
-        "parameters": [_TASK_ID],
+        "parameters": [_TASK_ID, OPENAPI_PARAMETER],
         "responses": {**openapi.ok(ref("CancelAnswer"), "Cancelled"),
                       "202": openapi.response(ref("CancelAnswer"), "Revoke sent, the running "
                                               "task not ended yet (outcome requested)"),
-                      **openapi.errors(400, 401, 403, 404, 409, 413, 503)},
+                      **openapi.errors(400, 401, 403, 404, 409, 413, 422, 503)},
     }}
     paths["/tasks/{task_id}/retry"] = {"post": {
         "summary": "Retry a task (FAILURE or REVOKED) as a new task",
         "operationId": "retryTask",
         "description": "Sends a new task with the same name, exact args and kwargs, queue and "
                        "routing. The new row has retry_of, the original gains retried_as. "
-                       "Audited.",
-        "parameters": [_TASK_ID],
+                       "Audited. Two monitors retrying the same task at once send one new "
+                       "task: the other answers 409 (reason already_retried, retried_as).",
+        "parameters": [_TASK_ID, OPENAPI_PARAMETER],
         "requestBody": {"required": False, "content": {"application/json": {"schema": {
             "type": "object", "additionalProperties": False,
             "properties": {"force": {"type": "boolean", "default": False}}}}}},
         "responses": {**openapi.ok(ref("RetryAnswer"), "Retried"),
-                      **openapi.errors(400, 401, 403, 404, 409, 413, 503)},
+                      **openapi.errors(400, 401, 403, 404, 409, 413, 422, 503)},
     }}
     for action in ("cancel", "retry"):
         paths[f"/tasks/bulk/{action}"] = {"post": {
             "summary": f"{action.capitalize()} many tasks, by ids or by GET /tasks filters",
             "operationId": f"bulk{action.capitalize()}Tasks",
+            "parameters": [OPENAPI_PARAMETER],
             "requestBody": _bulk_body(max_tasks),
             "responses": {**openapi.ok(ref("BulkReport"), "What was done (or, dry run, "
                                        "would be) to each task"),
-                          **openapi.errors(400, 401, 403, 413, 503)},
+                          **openapi.errors(400, 401, 403, 409, 413, 422, 503)},
         }}
     return paths

@@ -20,6 +20,7 @@ API_BASE = "/api/automation/monitoring"
 MAX_BODY_BYTES = 1024 * 1024
 _REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
             405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+            422: "unprocessable",
             503: "unavailable"}
 
 

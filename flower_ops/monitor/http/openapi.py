@@ -27,7 +27,9 @@ OPENAPI_VERSION = "3.1.0"
 ERROR_TEXT = {400: "Bad request (a parameter or the body; unknown query parameters too)",
               401: "Missing or invalid token", 403: "Missing scope",
               404: "Unknown task", 409: "Not allowed in the task's state",
-              413: "Body too large", 503: "Broker or database unavailable (or not configured)"}
+              413: "Body too large",
+              422: "Idempotency-Key already used for another request (method, path or body)",
+              503: "Broker or database unavailable (or not configured)"}
 
 
 def errors(*codes: int) -> dict[str, Any]:

@@ -149,13 +149,16 @@ TASK_DETAIL = closed({
 TASK_LIST = closed({
     "tasks": {"type": "array", "items": ref("TaskSummary")},
     "total": with_description(COUNT, "tasks matching the filters"),
+    "total_estimated": with_description(
+        BOOLEAN, "source db or all: true when total is PostgreSQL's estimate (past "
+                 "1,000 matching rows they are not counted one by one)"),
     "next": with_description(N_STRING, "cursor of the next page; null on the last"),
     "prev": with_description(N_STRING, "cursor of the page before this one (the same "
                              "order); null on the first"),
     "source": {"type": "string", "enum": ["memory", "db", "all"],
                "description": "who listed: Flower's memory, PostgreSQL, or all (PostgreSQL's "
                               "history with memory laid over it)"},
-})
+}, required=["tasks", "total", "next", "prev", "source"])
 
 TASK_COUNTS = closed({
     "by_state": closed(dict.fromkeys(TASK_STATES, COUNT),

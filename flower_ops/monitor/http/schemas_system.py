@@ -43,12 +43,14 @@ ALERT_DETAILS = closed({
     "task_id": STRING, "task_name": N_STRING, "started": N_INSTANT,
     "running_seconds": N_DURATION, "threshold_seconds": N_DURATION,
     "usual_p95_seconds": N_DURATION, "samples": COUNT, "limit_seconds": N_DURATION,
+    "instance": STRING, "host": STRING, "port": N_COUNT, "pid": COUNT, "setting": STRING,
 }, required=[], description="What the rule saw; the keys depend on the kind")
 
 ALERT = closed({
     "id": STRING,
     "kind": {"type": "string", "enum": list(KINDS)},
-    "subject": with_description(STRING, "task id, worker hostname or queue name"),
+    "subject": with_description(STRING, "task id, worker hostname, queue name or "
+                                        "another monitor's instance id"),
     "severity": {"type": "string", "enum": list(SEVERITIES)},
     "since": with_description(INSTANT, "when the condition began"),
     "message": STRING,

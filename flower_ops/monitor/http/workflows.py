@@ -8,6 +8,7 @@ from flower_ops.core.errors import InvalidQuery
 from flower_ops.monitor.auth import RequestAuth
 from flower_ops.monitor.http import openapi
 from flower_ops.monitor.http.base import API_BASE, ApiHandler, HttpPart
+from flower_ops.monitor.http.idempotent import OPENAPI_PARAMETER, IdempotentPost
 from flower_ops.monitor.http.params import (
     MAX_TEXT,
     TASK_ID_MAX,
@@ -16,6 +17,7 @@ from flower_ops.monitor.http.params import (
     parse_int,
 )
 from flower_ops.monitor.http.schemas import ref
+from flower_ops.monitor.services.idempotency import IdempotencyService
 from flower_ops.monitor.services.workflow_actions import WorkflowActions
 from flower_ops.monitor.services.workflow_cancel import WorkflowCancel
 from flower_ops.monitor.services.workflows import SOURCES, WORKFLOW_STATES, WorkflowService
@@ -61,11 +63,12 @@ class WorkflowHandler(ApiHandler):
         self.write_json(await self.workflows.get(check_task_id(root_id), source))
 
 
-class WorkflowActionHandler(ApiHandler):
+class WorkflowActionHandler(IdempotentPost):
     def initialize(self, *, auth: RequestAuth,  # type: ignore[override]
-                   actions: WorkflowActions) -> None:
+                   actions: WorkflowActions, idempotency: IdempotencyService) -> None:
         super().initialize(auth=auth)
         self.actions = actions
+        self.idempotency = idempotency
 
     def dry_run(self) -> bool:
         body = self.json_body()
@@ -77,8 +80,8 @@ class WorkflowActionHandler(ApiHandler):
             raise InvalidQuery("dry_run must be true or false", {"field": "dry_run"})
         return value
 
-    async def post(self, root_id: str, action: str) -> None:
-        root_id = check_task_id(root_id)
+    async def act(self, *args: str) -> tuple[int, Any]:
+        root_id, action = check_task_id(args[0]), args[1]
         dry_run = self.dry_run()
         subject = self.principal.subject
         if action == "retry":
@@ -86,7 +89,7 @@ class WorkflowActionHandler(ApiHandler):
         else:
             answer = await WorkflowCancel(self.actions).cancel(root_id, subject=subject,
                                                                dry_run=dry_run)
-        self.write_json(answer)
+        return 200, answer
 
 
 _ROOT_ID = {"name": "root_id", "in": "path", "required": True,
@@ -132,9 +135,9 @@ def openapi_paths() -> dict[str, Any]:
                            "members, other steps alone. 409 when nothing failed or when "
                            "Celery cannot resume a step safely (detail.reasons says why, "
                            "per step); then nothing is sent. Each resumed step is audited.",
-            "parameters": [_ROOT_ID], "requestBody": _DRY_RUN_BODY,
+            "parameters": [_ROOT_ID, OPENAPI_PARAMETER], "requestBody": _DRY_RUN_BODY,
             "responses": {**openapi.ok(ref("WorkflowRetryAnswer"), "Resumed (or would be)"),
-                          **openapi.errors(400, 401, 403, 404, 409, 413, 503)}}},
+                          **openapi.errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
         "/workflows/{root_id}/cancel": {"post": {
             "summary": "Cancel every step of a workflow that has not ended",
             "operationId": "cancelWorkflow",
@@ -142,19 +145,19 @@ def openapi_paths() -> dict[str, Any]:
                            "(each answered with what happened); steps not published yet "
                            "have their ids revoked before they are sent, so they never run. "
                            "409 when every step has ended.",
-            "parameters": [_ROOT_ID], "requestBody": _DRY_RUN_BODY,
+            "parameters": [_ROOT_ID, OPENAPI_PARAMETER], "requestBody": _DRY_RUN_BODY,
             "responses": {**openapi.ok(ref("WorkflowCancelAnswer"), "What was done to each "
                                        "step (or, dry run, would be)"),
-                          **openapi.errors(400, 401, 403, 404, 409, 413, 503)}}},
+                          **openapi.errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
     }
 
 
-def part(*, auth: RequestAuth, workflows: WorkflowService, actions: WorkflowActions
-         ) -> HttpPart:
+def part(*, auth: RequestAuth, workflows: WorkflowService, actions: WorkflowActions,
+         idempotency: IdempotencyService) -> HttpPart:
     read = {"auth": auth, "workflows": workflows}
     return HttpPart(routes=[
         (f"{API_BASE}/workflows/?", WorkflowListHandler, read),
         (f"{API_BASE}/workflows/([^/]+)/(retry|cancel)/?", WorkflowActionHandler,
-         {"auth": auth, "actions": actions}),
+         {"auth": auth, "actions": actions, "idempotency": idempotency}),
         (f"{API_BASE}/workflows/([^/]+)/?", WorkflowHandler, read),
     ], openapi_paths=openapi_paths())

@@ -36,6 +36,9 @@ from flower_ops.monitor.live.views import ViewKey, parse_mode, parse_window
 logger = logging.getLogger(__name__)
 
 PATH = f"{API_BASE}/ws"
+# A seq no replay buffer holds: a resume from another monitor (its seqs are
+# that process's) is answered with a snapshot marked resync
+ELSEWHERE = -1
 AUTH_TIMEOUT_SECONDS = 5.0
 MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
 
@@ -60,6 +63,18 @@ def _subscription(body: dict[str, Any]) -> tuple[Any, int, ViewKey | None]:
     if body.get("ids") is not None:
         raise InvalidQuery("ids are for window mode (\"mode\": \"window\")")
     return filters, parse_limit(body.get("limit")), None
+
+
+def _resume_position(seq: Any, instance: Any, here: str) -> int | None:
+    """Where to resume: ``seq``, or ``ELSEWHERE`` when it was another monitor's
+    (behind a load balancer, a reconnect may land on any of them)."""
+    if instance is not None and not isinstance(instance, str):
+        raise InvalidQuery("instance must be a string (the snapshot's instance)")
+    if seq is None:
+        return None
+    if instance is not None and instance != here:
+        return ELSEWHERE
+    return int(seq)
 
 
 def _is_bearer(authorization: str | None) -> bool:
@@ -172,9 +187,11 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
         # Only the resume position is read from the URL; never a token.
         raw = self.get_query_argument("resume", None)
         try:
-            return int(raw) if raw not in (None, "") else None
+            seq = int(raw) if raw not in (None, "") else None
         except ValueError:
             return None
+        return _resume_position(seq, self.get_query_argument("instance", None),
+                                self.feed.snapshots.instance)
 
     async def on_message(self, message: str | bytes) -> None:
         sub = self.subscriber
@@ -222,6 +239,7 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
         resume = body.get("resume", body.get("seq"))
         if resume is not None and (isinstance(resume, bool) or not isinstance(resume, int)):
             raise InvalidQuery("resume must be an integer seq")
+        resume = _resume_position(resume, body.get("instance"), self.feed.snapshots.instance)
         self._authenticating = True
         try:
             principal = await self._verify(token)
@@ -249,6 +267,8 @@ class LiveFeedHandler(tornado.websocket.WebSocketHandler):
         seq = body.get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int):
             raise InvalidQuery("resume needs an integer seq")
+        seq = _resume_position(seq, body.get("instance"), self.feed.snapshots.instance)
+        assert seq is not None
         if self.subscriber is not None and not self.feed.replay(self.subscriber, seq):
             self.feed.send_snapshot(self.subscriber, resync=True)
 
@@ -314,7 +334,12 @@ def part(*, auth: RequestAuth, feed: LiveFeed, allowed_origins: tuple[str, ...])
                            "by FLOWER_OPS_WS_ALLOWED_ORIGINS a 403.",
             "parameters": [{"name": "resume", "in": "query", "required": False,
                             "schema": {"type": "integer"},
-                            "description": "last seq received, to replay what was missed"}],
+                            "description": "last seq received, to replay what was missed"},
+                           {"name": "instance", "in": "query", "required": False,
+                            "schema": {"type": "string"},
+                            "description": "the instance of the snapshot that seq came "
+                                           "after; another monitor's: a snapshot with "
+                                           "resync true"}],
             "responses": {"101": {"description": "Switching protocols"},
                           **openapi.errors(400, 401, 403)},
         }}})

@@ -310,7 +310,8 @@ class LiveFeed:
                 if not sub.send(message, delta.seq):
                     return True
                 replayed += 1
-        self.send(sub, {"type": "resumed", "from_seq": since_seq, "replayed": replayed})
+        self.send(sub, {"type": "resumed", "from_seq": since_seq, "replayed": replayed,
+                        "instance": self.snapshots.instance})
         return True
 
     # -- snapshots ------------------------------------------------------------------

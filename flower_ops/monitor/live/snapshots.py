@@ -25,8 +25,11 @@ class Snapshots:
     (or until an alert changes), the task lists until the next flush."""
 
     def __init__(self, *, tasks: TaskQueryService, stats: StatsService,
-                 workers: WorkerService, queues: QueueService, io_loop: IOLoop) -> None:
+                 workers: WorkerService, queues: QueueService, io_loop: IOLoop,
+                 instance: str = "") -> None:
         self.tasks = tasks
+        # the monitor's instance id: seqs are this process's; a resume names it
+        self.instance = instance
         self.stats = stats
         self.workers = workers
         self.queues = queues
@@ -80,11 +83,11 @@ class Snapshots:
         self._parts_cache = (now, parts_json, parts)
         return parts_json
 
-    @staticmethod
-    def message(seq: int, parts_json: str, tasks_json: str, filters: Filters,
+    def message(self, seq: int, parts_json: str, tasks_json: str, filters: Filters,
                 resync: bool = False, window: Any = None) -> bytes:
         head: dict[str, Any] = {"type": "snapshot", "seq": seq, "time": now_iso(),
-                                "filters": filters.as_json(), "resync": resync}
+                                "instance": self.instance, "filters": filters.as_json(),
+                                "resync": resync}
         head.update(window.as_json() if window is not None else {"mode": "all"})
         # Shared pieces are encoded once, then spliced in.
         return f"{encode(head)[:-1]},{tasks_json[1:-1]},{parts_json[1:]}".encode()

@@ -31,6 +31,7 @@ from flower_ops.core.outcomes import NOT_FOUND, REJECTED, RETRIED, UNAVAILABLE
 from flower_ops.core.query import TaskQuery
 from flower_ops.core.times import with_times
 from flower_ops.db.actions import ActionStore, AuditRecord
+from flower_ops.db.claims import lock_tasks, retried_as
 from flower_ops.monitor.services.action_lookup import Decision, TaskLookup, TaskSnapshot
 from flower_ops.monitor.services.audit import AuditTrail
 from flower_ops.monitor.services.cancellation import Cancellation
@@ -182,6 +183,12 @@ class TaskActionService:
         kwargs = dict(snap.kwargs or {})
         with self._transaction() as tx:
             if tx is not None:
+                # One retry of a task across monitors: the second waits here
+                # for the first's transaction, then finds it retried
+                lock_tasks(tx.conn, "retry", [snap.id])
+                current = retried_as(tx.conn, snap.id)
+                if current is not None and current != snap.retried_as:
+                    return _already_retried(snap, current)
                 tx.record_retry(original_id=snap.id, original_state=snap.state, new_id=new_id,
                                 at=at, subject=subject, name=snap.name, args=args,
                                 kwargs=kwargs, queue=snap.queue, routing_key=snap.routing_key,
@@ -204,6 +211,12 @@ class TaskActionService:
             return
         with self.store.transaction() as tx:
             yield tx
+
+
+def _already_retried(snap: TaskSnapshot, new_id: str) -> dict[str, Any]:
+    return {"id": snap.id, "outcome": REJECTED, "reason": "already_retried",
+            "message": f"already retried as {new_id} (send force=true to retry again)",
+            "state": snap.state, "retried_as": new_id}
 
 
 def _refusal(decision: Decision) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from flower_ops.core.errors import Unavailable
 from flower_ops.core.lifecycle import FINAL_STATES, STATUS_TO_STATE
 from flower_ops.core.outcomes import CANCELLED, REJECTED, REQUESTED
 from flower_ops.db.actions import ActionStore, AuditRecord
+from flower_ops.db.claims import cancelled_by_operator, lock_tasks
 from flower_ops.monitor.services.action_lookup import TaskSnapshot
 from flower_ops.monitor.services.audit import AuditTrail
 from flower_ops.monitor.services.celery_gateway import CeleryGateway
@@ -121,8 +122,16 @@ class Cancellation:
         records: list[AuditRecord] = []
         try:
             with self._transaction() as tx:
+                if tx is not None:   # one cancel per task across monitors
+                    lock_tasks(tx.conn, "cancel", [snap.id for snap in cancelled])
                 for snap in cancelled:
                     status = "cancelled"
+                    if tx is not None and cancelled_by_operator(tx.conn, snap.id):
+                        # Another request (another monitor) cancelled it first
+                        results[snap.id] = _already_cancelled(snap)
+                        records.append(AuditRecord(subject, "cancel", snap.id, REJECTED,
+                                                   {"reason": "state", "state": "REVOKED"}))
+                        continue
                     if tx is not None:
                         status = tx.mark_cancelled(
                             task_id=snap.id, at=at, subject=subject, name=snap.name,
@@ -165,6 +174,12 @@ def _finished_first(snap: TaskSnapshot, state: str) -> dict[str, Any]:
     return {"id": snap.id, "outcome": REJECTED, "reason": "state", "state": state,
             "previous_state": snap.state,
             "message": f"the task ended {state} before the cancel reached it"}
+
+
+def _already_cancelled(snap: TaskSnapshot) -> dict[str, Any]:
+    return {"id": snap.id, "outcome": REJECTED, "reason": "state", "state": "REVOKED",
+            "previous_state": snap.state,
+            "message": "the task was already cancelled by another request"}
 
 
 class _NoTransaction:

@@ -231,6 +231,7 @@ class AllSources:
                         else row)
         return TaskPage(
             tasks=page, total=total, source="all",
+            extra={"total_estimated": rows.total_estimated},
             next=encode_cursor(ALL_CURSOR, encode_position(items[-1][0]))
             if more_after and items else None,
             prev=encode_cursor(ALL_CURSOR, encode_position(items[0][0]), backward=True)

@@ -242,7 +242,7 @@ class TaskQueryService:
         history = self._require_history()
         page_query = scoped(query, DB_CURSOR)
         page: TaskPage = present_page(await self._run_blocking(history.list_tasks, page_query))
-        return TaskPage(tasks=page.tasks, total=page.total,
+        return TaskPage(tasks=page.tasks, total=page.total, extra=page.extra,
                         next=encode_cursor(DB_CURSOR, page.next),
                         prev=encode_cursor(DB_CURSOR, page.prev, backward=True), source="db")
 

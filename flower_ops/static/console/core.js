@@ -277,12 +277,32 @@
   FO.tokenFresh = function () { return FO.token && FO.tokenExpiresAt - Date.now() > 15000; };
   FO.ready = function () { return FO.tokenFresh() ? Promise.resolve(FO.token) : FO.fetchToken(); };
 
+  // A fresh Idempotency-Key per action request: sent again (a network error,
+  // a retransmission through a load balancer), it is done once and answered
+  // the same by whichever monitor gets it
+  FO.newKey = function () {
+    if (window.crypto && crypto.randomUUID) { return crypto.randomUUID(); }
+    var bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
+  };
+
   FO.api = function (method, path, body) {
-    return FO.ready().then(function (token) {
+    var key = method === "POST" ? FO.newKey() : null;
+    function send(token) {
+      var headers = { "Authorization": "Bearer " + token, "Content-Type": "application/json" };
+      if (key) { headers["Idempotency-Key"] = key; }
       return fetch(FO.API + path, {
-        method: method, cache: "no-store",
-        headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+        method: method, cache: "no-store", headers: headers,
         body: body === undefined ? undefined : JSON.stringify(body)
+      });
+    }
+    return FO.ready().then(function (token) {
+      return send(token).catch(function (error) {
+        // no answer at all: an action is sent once more, with the same key
+        if (!key) { throw error; }
+        return new Promise(function (resolve) { setTimeout(resolve, 500); })
+          .then(function () { return send(token); });
       });
     }).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (data) {

@@ -16,7 +16,7 @@
   var BACKOFF_MIN_MS = 500;
   var BACKOFF_MAX_MS = 10000;
   var feed = FO.feed = {
-    ws: null, lastSeq: null, backoff: BACKOFF_MIN_MS, reconnectTimer: null, stopped: false,
+    ws: null, lastSeq: null, instance: null, backoff: BACKOFF_MIN_MS, reconnectTimer: null, stopped: false,
     filters: {}, alerts: new Map(), ids: [], rows: new Map(), watchTimer: null
   };
 
@@ -27,7 +27,8 @@
   // Alerts in words, for people
   FO.ALERT_WORDS = {
     stuck_task: "Stuck task", orphaned_task: "Orphaned task", queue_backlog: "Queue backlog",
-    worker_offline: "Worker offline", worker_saturated: "Worker saturated"
+    worker_offline: "Worker offline", worker_saturated: "Worker saturated",
+    monitor_key_mismatch: "Monitors disagree on the token key"
   };
 
   function setConnection(kind, text) {
@@ -55,13 +56,16 @@
     ws.onopen = function () {
       var auth = subscription("auth");
       auth.token = token;
-      if (feed.lastSeq !== null) { auth.resume = feed.lastSeq; }
+      // seqs are one monitor's: the instance tells another (behind a load
+      // balancer) to answer with a fresh snapshot rather than a wrong replay
+      if (feed.lastSeq !== null) { auth.resume = feed.lastSeq; auth.instance = feed.instance; }
       ws.send(JSON.stringify(auth));
     };
     ws.onmessage = function (event) {
       var message;
       try { message = JSON.parse(event.data); } catch (e) { return; }
       if (typeof message.seq === "number") { feed.lastSeq = message.seq; }
+      if (typeof message.instance === "string") { feed.instance = message.instance; }
       handle(message);
     };
     ws.onclose = function (event) {
