@@ -22,8 +22,8 @@ Phases:
    same rows (1000 a transaction, until a batch comes back short).
 3. merge: batches of 2000 task deltas (half updates of random existing rows,
    half new tasks) through the sync worker's merge, with the look-up of
-   each row's day across every partition, vs today's merge (HEAD's
-   ``flower_ops/db/batch.py``, from git) on the unpartitioned tables.
+   each row's day across every partition, vs the unpartitioned
+   schema's merge (``flower_ops/db/batch.py`` at commit ``BASELINE_COMMIT``, from git) on the unpartitioned tables.
 """
 from __future__ import annotations
 
@@ -67,7 +67,11 @@ COLUMNS = ("execution_id, task_name, status, status_at, worker_lost, args, kwarg
            "retried_as, parent_id, root_id, eta, expires, runtime, trace_id, workflow_id, "
            "canvas, first_seen_at, updated_at, (extract(epoch FROM first_seen_at) * 1000000)"
            "::bigint AS first_seen_us")
-# today's (HEAD's) retention statement, the baseline of phase 2
+# The unpartitioned schema's last commit (before #14): its merge is phase 3's
+# baseline, read from git
+BASELINE_COMMIT = "08c7687"
+
+# the unpartitioned schema's retention statement, the baseline of phase 2
 BATCHED_DELETE = f"""
 WITH victims AS (SELECT execution_id FROM {EXEC} WHERE first_seen_at < to_timestamp(%(c)s)
       AND updated_at < to_timestamp(%(c)s) ORDER BY first_seen_at LIMIT 1000
@@ -94,7 +98,7 @@ def timed(fn: Callable[[], Any], samples: int) -> LatencySummary:
 
 
 class Baseline:
-    """Today's reads, as HEAD's ``db/history.py`` and ``db/listing.py`` ran them."""
+    """The unpartitioned schema's reads, as ``db/history.py`` and ``db/listing.py`` ran them at ``BASELINE_COMMIT``."""
 
     def __init__(self, url: str) -> None:
         self.conn = psycopg.connect(url, autocommit=True)
@@ -147,9 +151,9 @@ def plan_nodes(url: str, where: str, value: str, cursor: tuple[int, str]) -> lis
 
 
 def head_batch_module() -> ModuleType | None:
-    """HEAD's ``flower_ops/db/batch.py`` (today's merge), from git."""
+    """``flower_ops/db/batch.py`` at ``BASELINE_COMMIT`` (the unpartitioned merge), from git."""
     try:
-        source = subprocess.run(["git", "show", "HEAD:flower_ops/db/batch.py"], cwd=ROOT,  # noqa: S607
+        source = subprocess.run(["git", "show", f"{BASELINE_COMMIT}:flower_ops/db/batch.py"], cwd=ROOT,  # noqa: S607
                                 capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -164,8 +168,8 @@ def head_batch_module() -> ModuleType | None:
 
 
 class BaselineDb:
-    """One connection with HEAD's staging tables, as HEAD's pool lent them
-    (HEAD's ``Database`` would migrate the baseline to partitions)."""
+    """One connection with the baseline's staging tables, as its pool lent them
+    (today's ``Database`` would migrate the baseline to partitions)."""
 
     def __init__(self, url: str, head: ModuleType) -> None:
         self.conn = psycopg.connect(url, autocommit=True)
@@ -333,7 +337,7 @@ def main() -> int:
                                     10 + seed, recent)
                 print(got.line(f"{label}: partitioned, day look-up", width=56))
                 if head is None or base_db is None:
-                    print("  baseline skipped: HEAD's batch.py not readable with git")
+                    print("  baseline skipped: the baseline commit's batch.py is not readable with git")
                     continue
                 was = merge_batches(head.PgExecutionStore(base_db), first_day, args.days,
                                     per_day, args.merge_batches, 20 + seed, recent)

@@ -35,15 +35,11 @@ from celery import Celery
 from celery.events.dispatcher import EventDispatcher
 from kombu.utils.json import dumps as kombu_dumps
 
+from flower_ops.core.capture_names import CAPTURED_FIELD, DEFAULT_QUEUE, DEFAULT_STREAM_KEY
 from flower_ops.core.env import ConfigError, EnvReader
 
 logger = logging.getLogger(__name__)
 
-CAPTURED_FIELD = "fo_captured"
-"""Set on the pub/sub copy of an event that the stream also carries."""
-
-DEFAULT_STREAM_KEY = "flower_ops:events"
-DEFAULT_QUEUE = "flower_ops.events"
 _CAPTURE_ATTR = "_flower_ops_capture"
 
 

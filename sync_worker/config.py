@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from flower_ops.core.capture_names import DEFAULT_QUEUE, DEFAULT_STREAM_GROUP, DEFAULT_STREAM_KEY
 from flower_ops.core.env import DEFAULT_REDIS_URL, ConfigError, EnvReader
 from sync_worker.backoff import Backoff
 
@@ -47,12 +48,12 @@ class SyncWorkerConfig:
     discovery_pause_seconds: float = 0.02      # between ticks: room for the writer
     discover_queued_max: int = 10_000          # messages read per queue per pass; 0: off
     capture_mode: str = "auto"                 # auto | stream | events (see README)
-    stream_key: str = "flower_ops:events"      # instrument(app)'s capture stream
-    stream_group: str = "flower-ops-sync"      # the replicas' consumer group
+    stream_key: str = DEFAULT_STREAM_KEY       # instrument(app)'s capture stream
+    stream_group: str = DEFAULT_STREAM_GROUP   # the replicas' consumer group
     stream_read_count: int = 20                # entries per XREADGROUP (each <= 100 events)
     claim_idle_seconds: float = 30.0           # claim entries unacknowledged this long
     stream_trim_interval_seconds: float = 10.0  # leader: XTRIM MINID, gone consumers
-    queue_name: str = "flower_ops.events"      # RabbitMQ: the durable event queue
+    queue_name: str = DEFAULT_QUEUE            # RabbitMQ: the durable event queue
     queue_prefetch: int = 2000                 # RabbitMQ: unacknowledged messages per replica
 
     @property
@@ -142,10 +143,10 @@ class SyncWorkerConfig:
             discover_queued_max=env.integer("FLOWER_OPS_SYNC_DISCOVER_QUEUED_MAX", 10_000,
                                             minimum=0, maximum=10_000_000),
             capture_mode=capture_mode,
-            stream_key=env.text("FLOWER_OPS_SYNC_STREAM", "flower_ops:events")
-            or "flower_ops:events",
-            stream_group=env.text("FLOWER_OPS_SYNC_STREAM_GROUP", "flower-ops-sync")
-            or "flower-ops-sync",
+            stream_key=env.text("FLOWER_OPS_SYNC_STREAM", DEFAULT_STREAM_KEY)
+            or DEFAULT_STREAM_KEY,
+            stream_group=env.text("FLOWER_OPS_SYNC_STREAM_GROUP", DEFAULT_STREAM_GROUP)
+            or DEFAULT_STREAM_GROUP,
             stream_read_count=env.integer("FLOWER_OPS_SYNC_STREAM_READ_COUNT", 20, minimum=1,
                                           maximum=10_000),
             claim_idle_seconds=env.number("FLOWER_OPS_SYNC_CLAIM_IDLE_SECONDS", 30.0,
@@ -153,8 +154,8 @@ class SyncWorkerConfig:
             stream_trim_interval_seconds=env.number(
                 "FLOWER_OPS_SYNC_STREAM_TRIM_INTERVAL_SECONDS", 10.0, minimum=0.1,
                 maximum=3600.0),
-            queue_name=env.text("FLOWER_OPS_SYNC_QUEUE", "flower_ops.events")
-            or "flower_ops.events",
+            queue_name=env.text("FLOWER_OPS_SYNC_QUEUE", DEFAULT_QUEUE)
+            or DEFAULT_QUEUE,
             queue_prefetch=env.integer("FLOWER_OPS_SYNC_QUEUE_PREFETCH", 2000, minimum=1,
                                        maximum=65535),
         )

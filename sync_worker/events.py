@@ -32,10 +32,6 @@ from flower_ops.core.payload import (
 from flower_ops.core.trace import TRACE_ID_FIELD, clean_trace_id
 from flower_ops.core.transitions import Transition
 
-CAPTURED_FIELD = "fo_captured"
-"""Marks the pub/sub copy of an event that the capture stream also carries
-(``flower_ops.capture.CAPTURED_FIELD``: the sync worker imports only core and db)."""
-
 
 def to_epoch(value: Any) -> float | None:
     if value is None or value == "":

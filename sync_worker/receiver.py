@@ -21,10 +21,11 @@ from typing import Any
 
 from celery import Celery
 
+from flower_ops.core.capture_names import CAPTURED_FIELD
 from flower_ops.core.times import local_utcoffset_hours, sender_timestamp
 from flower_ops.core.transitions import Transition
 from sync_worker.backoff import Backoff, is_connection_error
-from sync_worker.events import CAPTURED_FIELD, transition_from_event
+from sync_worker.events import transition_from_event
 from sync_worker.liveness import WorkerLiveness
 from sync_worker.redis_events import RedisEventsTarget, RedisEventStream, redis_events_target
 

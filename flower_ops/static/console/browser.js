@@ -8,7 +8,7 @@
   var el = FO.el;
   var FILTERS = ["state", "name", "queue", "worker", "since", "until", "search"];
   var PAGE_SIZE = 50;
-  var view = { rows: new Map(), tasks: [], total: 0, params: null, seq: 0, sourceAll: true,
+  var view = { rows: new Map(), tasks: [], total: 0, about: "", params: null, seq: 0, sourceAll: true,
     prevOf: {}, selected: new Set(), allMatching: false };
   FO.browserView = view;
 
@@ -105,6 +105,8 @@
     view.rows = new Map();
     view.tasks = page.tasks || [];
     view.total = page.total;
+    // past 1,000 rows PostgreSQL's total is the planner's estimate: say so
+    view.about = page.total_estimated ? "about " : "";
     view.tasks.forEach(function (t) {
       var row = FO.makeRow(t, true);
       view.rows.set(t.id, row);
@@ -119,7 +121,7 @@
       tbody.appendChild(tr);
     }
     var source = page.source || "memory";
-    var text = (page.total !== undefined && page.total !== null ? FO.fmtNumber(page.total) + " matching" : "")
+    var text = (page.total !== undefined && page.total !== null ? view.about + FO.fmtNumber(page.total) + " matching" : "")
       + " · from " + (source === "db" ? "PostgreSQL history" : source === "all" ? "memory and PostgreSQL" : source)
       + (view.usedAll ? "" : " (memory and PostgreSQL as one list is not available from this monitor now)");
     document.getElementById("fo-browse-status").textContent = text;
@@ -201,14 +203,14 @@
   function renderBulkBar() {
     var n = view.allMatching ? view.total : view.selected.size;
     var label = document.getElementById("fo-bulk-count");
-    label.textContent = view.allMatching ? "All " + FO.fmtNumber(view.total) + " tasks matching this filter"
+    label.textContent = view.allMatching ? "All " + view.about + FO.fmtNumber(view.total) + " tasks matching this filter"
       : n ? n + " selected" : "Select tasks to act on several at once";
     document.getElementById("fo-bulk-cancel").disabled = !n;
     document.getElementById("fo-bulk-retry").disabled = !n;
     var more = document.getElementById("fo-bulk-all");
     var pageFull = view.tasks.length && view.tasks.every(function (t) { return view.selected.has(t.id); });
     more.hidden = !(pageFull && !view.allMatching && view.total > view.tasks.length);
-    more.textContent = "Select all " + FO.fmtNumber(view.total) + " matching this filter";
+    more.textContent = "Select all " + view.about + FO.fmtNumber(view.total) + " matching this filter";
     document.getElementById("fo-bulk-clear").hidden = !n;
   }
 
