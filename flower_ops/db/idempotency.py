@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flower_ops.db.jsonsafe import clean_text
 from flower_ops.db.pool import Database
 from flower_ops.db.schema import IDEMPOTENCY
 
@@ -47,6 +48,8 @@ class PgIdempotencyStore:
     def claim(self, subject: str, key: str, fingerprint: str, owner: str,
               lease_seconds: float) -> StoredAnswer | None:
         """None: the key is now ``owner``'s; else what the key already holds."""
+        # a token's subject may hold a NUL, which text columns cannot
+        subject = str(clean_text(subject))
         with self._db.connection() as conn:
             claimed = conn.execute(_CLAIM_SQL, {
                 "subject": subject, "key": key, "fingerprint": fingerprint, "owner": owner,
@@ -61,6 +64,7 @@ class PgIdempotencyStore:
         return StoredAnswer(fingerprint=row[0], status=row[1], body=row[2])
 
     def complete(self, subject: str, key: str, owner: str, status: int, body: str) -> None:
+        subject, body = str(clean_text(subject)), str(clean_text(body))
         with self._db.connection() as conn:
             conn.execute(f"UPDATE {IDEMPOTENCY} SET status = %s, body = %s, "
                          "completed_at = now() WHERE subject = %s AND idempotency_key = %s "
@@ -68,6 +72,7 @@ class PgIdempotencyStore:
 
     def release(self, subject: str, key: str, owner: str) -> None:
         """Give a claim up (nothing was done): the key may be used again."""
+        subject = str(clean_text(subject))
         with self._db.connection() as conn:
             conn.execute(f"DELETE FROM {IDEMPOTENCY} WHERE subject = %s AND "
                          "idempotency_key = %s AND instance_id = %s AND status IS NULL",
