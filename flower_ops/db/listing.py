@@ -186,11 +186,39 @@ def count_rows(run: Query, where: list[str], params: list[Any], cap: int = EXACT
     return max(estimate, cap + 1), True
 
 
-def counts_by_state(run: Query, where: list[str], params: list[Any]) -> dict[str, int]:
-    """Rows per state (every state PostgreSQL has one of) for ``where``."""
-    rows = run(f"SELECT status, count(*) AS n FROM {EXECUTIONS}{where_sql(where)} "
-               "GROUP BY status", params)
-    return {STATUS_TO_STATE.get(r["status"], r["status"].upper()): int(r["n"]) for r in rows}
+class StateCounts(dict[str, int]):
+    """Rows per state; ``estimated``: the states whose count is the planner's
+    estimate (more than ``EXACT_TOTAL_CAP`` rows), the others exact."""
+
+    estimated: frozenset[str] = frozenset()
+
+
+def counts_by_state(run: Query, where: list[str], params: list[Any],
+                    estimates: Estimates | None = None) -> StateCounts:
+    """Rows per state (every state PostgreSQL has one of) for ``where``.
+
+    With no filter (the console's first view) per status: exact up to the
+    cap, else the planner's estimate, as a listing's total is (a GROUP BY of
+    every row takes seconds at millions of rows). With filters, one exact
+    GROUP BY: the planner's estimate of a combination assumes the columns
+    independent and can be far off (a name that never fails), and counting a
+    state the filter has few of walks the filter's rows anyway."""
+    counts, estimated = StateCounts(), set()
+    if where:
+        rows = run(f"SELECT status, count(*) AS n FROM {EXECUTIONS}{where_sql(where)} "
+                   "GROUP BY status", params)
+        counts.update({STATUS_TO_STATE.get(r["status"], r["status"].upper()): int(r["n"])
+                       for r in rows})
+        return counts
+    for status, state in STATUS_TO_STATE.items():
+        n, about = count_rows(run, [*where, "status = %s"], [*params, status],
+                              estimates=estimates)
+        if n:
+            counts[state] = n
+            if about:
+                estimated.add(state)
+    counts.estimated = frozenset(estimated)
+    return counts
 
 
 class TaskListing:
@@ -217,7 +245,7 @@ class TaskListing:
 
     def counts(self, query: TaskQuery) -> dict[str, int]:
         where, params = filters(query, states=False)
-        return counts_by_state(self._run, where, params)
+        return counts_by_state(self._run, where, params, self._estimates)
 
     def snapshot(self, query: TaskQuery, memory: Mapping[str, str],
                  counts: bool = False) -> Snapshot:
@@ -248,7 +276,7 @@ class TaskListing:
                 params.append(sorted(differing))
             snapshot = Snapshot(stored=stored, differing=differing)
             if counts:
-                snapshot.counts = counts_by_state(run, where, params)
+                snapshot.counts = counts_by_state(run, where, params, self._estimates)
             else:
                 snapshot.page = page_rows(run, query, where, params, self._estimates)
             return snapshot

@@ -165,6 +165,10 @@ TASK_COUNTS = closed({
                        description="every state, 0 when none"),
     "total": with_description(COUNT, "the sum of by_state"),
     "source": {"type": "string", "enum": ["memory", "db", "all"]},
+    "estimated_states": {"type": "array", "items": {"type": "string", "enum": list(TASK_STATES)},
+                         "description": "states whose count is PostgreSQL's planner estimate "
+                                        "(more than 1,000 rows); absent when every count "
+                                        "is exact"},
 }, description="GET /tasks/counts: tasks per state for the GET /tasks filters")
 
 # -- the token and the index ---------------------------------------------------------

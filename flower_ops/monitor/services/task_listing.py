@@ -33,7 +33,7 @@ from flower_ops.core.query import (
     name_matches,
 )
 from flower_ops.db.history import task_from_row
-from flower_ops.db.listing import Snapshot, walks_descending
+from flower_ops.db.listing import Snapshot, StateCounts, walks_descending
 from flower_ops.monitor.sources.flower_state import task_first_timestamp, task_queue, task_worker
 from flower_ops.monitor.sources.task_index import TaskIndex
 
@@ -241,7 +241,8 @@ class AllSources:
         """Tasks per state for ``query``'s other filters, over the same
         view as ``list``."""
         snapshot = await self._snapshot(query, counts=True)
-        counts = dict(snapshot.counts)
+        counts = StateCounts(snapshot.counts)
+        counts.estimated = getattr(snapshot.counts, "estimated", frozenset())
         tasks = self.tasks
         for _, uuid in self._memory_side(query, snapshot, states=False):
             state = tasks[uuid].state

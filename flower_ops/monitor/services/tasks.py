@@ -261,7 +261,12 @@ class TaskQueryService:
             candidates = self.search_texts.matching(query.search) if query.search else None
             found = memory_counts(self.index, query, candidates)
         by_state = {state: int(found.get(state, 0)) for state in TASK_STATES}
-        return {"by_state": by_state, "total": sum(by_state.values()), "source": source}
+        answer = {"by_state": by_state, "total": sum(by_state.values()), "source": source}
+        # PostgreSQL past 1,000 rows of a state: the planner's estimate, said
+        estimated: frozenset[str] = getattr(found, "estimated", frozenset())
+        if estimated:
+            answer["estimated_states"] = sorted(estimated)
+        return answer
 
     async def get(self, task_id: str) -> dict[str, Any]:
         self.index.sync()

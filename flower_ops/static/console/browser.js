@@ -163,13 +163,18 @@
   function renderCounts(counts, p) {
     var box = document.getElementById("fo-counts");
     FO.clear(box);
-    var all = FO.button("All " + FO.fmtNumber(counts.total), p.state ? "btn-outline-secondary" : "btn-secondary", null);
+    // a state past 1,000 rows in PostgreSQL is counted by the planner's estimate
+    var about = counts.estimated_states || [];
+    var all = FO.button("All " + (about.length ? "~" : "") + FO.fmtNumber(counts.total), p.state ? "btn-outline-secondary" : "btn-secondary", null);
+    if (about.length) { all.title = "about: PostgreSQL's estimate"; }
     all.setAttribute("aria-pressed", p.state ? "false" : "true");
     all.addEventListener("click", function () { var q = readForm(); delete q.state; go(q); });
     box.appendChild(all);
     FO.STATES.forEach(function (s) {
       var n = (counts.by_state || {})[s] || 0;
-      var b = FO.button(s + " " + FO.fmtNumber(n), p.state === s ? "btn-primary" : "btn-outline-secondary", null);
+      var estimated = about.indexOf(s) >= 0;
+      var b = FO.button(s + " " + (estimated ? "~" : "") + FO.fmtNumber(n), p.state === s ? "btn-primary" : "btn-outline-secondary", null);
+      if (estimated) { b.title = "about: PostgreSQL's estimate"; }
       b.setAttribute("data-count-state", s);
       b.setAttribute("aria-pressed", p.state === s ? "true" : "false");
       b.addEventListener("click", function () { var q = readForm(); q.state = s; go(q); });
