@@ -169,7 +169,8 @@ TASK_COUNTS = closed({
                          "description": "states whose count is PostgreSQL's planner estimate "
                                         "(more than 1,000 rows); absent when every count "
                                         "is exact"},
-}, description="GET /tasks/counts: tasks per state for the GET /tasks filters")
+}, required=["by_state", "total", "source"],
+    description="GET /tasks/counts: tasks per state for the GET /tasks filters")
 
 # -- the token and the index ---------------------------------------------------------
 
