@@ -78,12 +78,9 @@ def flower_ops(ctx: click.Context, tornado_argv: tuple[str, ...]) -> None:
     # clients could stall requests for seconds. Short slices bound that wait.
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     port = flower_app.start_http_server()
-    try:
-        # Other monitors of the group must sign tokens with the same key
-        ops.instances.join(port)
-    except ConfigError as exc:
-        click.echo(f"flower-ops: invalid setting {exc}", err=True)
-        sys.exit(2)
+    # Other monitors of the group must sign tokens with the same key: said
+    # at once (logged and alerted) when they do not
+    ops.instances.join(port)
     if not ctx.obj.quiet:
         flower_command.print_banner(app, "ssl_options" in flower_command.settings, port)
         prefix = f"/{options.url_prefix.strip('/')}" if options.url_prefix else ""

@@ -9,6 +9,7 @@ reads the environment except to hand it on to the child.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -135,7 +136,10 @@ class Monitor(Process):
         if basic_auth:
             user, _, password = basic_auth.partition(":")
             self.basic_auth = (user, password)
-        super().__init__(args, {"REDIS_URL": broker_url, **(env or {})}, "monitor")
+        # each monitor is its own group unless the test says otherwise: monitors
+        # of different tests on one broker or database do not count as peers
+        group = {"FLOWER_OPS_MONITOR_GROUP": f"test-{secrets.token_hex(4)}"}
+        super().__init__(args, {"REDIS_URL": broker_url, **group, **(env or {})}, "monitor")
 
     @property
     def base_url(self) -> str:

@@ -11,6 +11,7 @@ processes replaced mid-run are its own business.
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -46,7 +47,9 @@ class Stack:
         self.broker_url = broker_url
         self.database_url = database_url
         self.app: Celery = automation_app(broker_url)
+        # the stack's monitors (and a second one on its environment) are one group
         self.monitor_env: dict[str, str] = {
+            "FLOWER_OPS_MONITOR_GROUP": f"stack-{secrets.token_hex(4)}",
             **({"DATABASE_URL": database_url} if database_url else {}), **monitor_env}
         self.monitor_args = list(monitor_args)
         self.sync: SyncWorkerProcess | None = None

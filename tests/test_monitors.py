@@ -176,27 +176,45 @@ def test_a_token_from_one_monitor_is_valid_on_the_other(pair: Pair) -> None:
         assert response.status_code == 200, response.text
 
 
+def alerts_of(monitor: Monitor, kind: str = "monitor_key_mismatch") -> list[dict[str, Any]]:
+    response = requests.get(f"{monitor.api}/alerts", params={"kind": kind}, timeout=10,
+                            headers={"Authorization": f"Bearer {monitor.token()}"})
+    assert response.status_code == 200, response.text
+    return list(response.json()["alerts"])
+
+
 @pytest.mark.parametrize("secret", [None, "another-secret-" + "x" * 32])
-def test_a_monitor_with_another_key_refuses_to_start(pair: Pair, secret: str | None) -> None:
+def test_a_monitor_with_another_key_says_so_at_start_up(pair: Pair, secret: str | None) -> None:
+    """It runs (a refusal would make a restart on another port a crash loop
+    while the old registration lives), and says at once what to set."""
     env = {k: v for k, v in pair.stack.monitor_env.items() if k != "FLOWER_OPS_TOKEN_SECRET"}
     if secret is not None:
         env["FLOWER_OPS_TOKEN_SECRET"] = secret
     third = Monitor(pair.stack.broker_url, env=env).start()
     try:
-        wait_for(lambda: not third.alive(), timeout_seconds=45,
-                 message="the mismatched monitor to stop")
-        assert third.proc is not None and third.proc.returncode == 2
-        assert "flower-ops: invalid setting FLOWER_OPS_TOKEN_SECRET: another monitor of group "\
-               "'default' is running" in third.output()
+        third.wait_ready()
+        output = third.output()
+        group = pair.stack.monitor_env["FLOWER_OPS_MONITOR_GROUP"]
+        assert f"flower-ops: FLOWER_OPS_TOKEN_SECRET: another monitor of group {group!r} is "\
+               "running" in output
+        alerts = alerts_of(third)
+        assert {a["details"]["port"] for a in alerts} >= {pair.a.port, pair.b.port}
+        assert {a["severity"] for a in alerts} == {"critical"}
+        # and the two already running see it at their next heartbeat
+        wait_for(lambda: len(alerts_of(pair.a)) >= 1, timeout_seconds=30,
+                 message="the running monitor's alert about the third")
     finally:
         third.stop()
+    wait_for(lambda: not alerts_of(pair.a), timeout_seconds=30,
+             message="the alert resolved once the third is gone")
 
 
 def test_without_a_database_the_check_goes_through_the_redis_broker(
         redis_service: RedisService) -> None:
     db = redis_service.claim_db()
     try:
-        first = Monitor(redis_service.url(db)).start()
+        one_group = {"FLOWER_OPS_MONITOR_GROUP": "default"}
+        first = Monitor(redis_service.url(db), env=one_group).start()
         try:
             first.wait_ready()
             # without a database, Idempotency-Key answers are kept in memory
@@ -205,17 +223,22 @@ def test_without_a_database_the_check_goes_through_the_redis_broker(
                                      headers=headers, timeout=10) for _ in range(2)]
             assert [a.status_code for a in answers] == [404, 404]
             assert [a.headers.get("Idempotent-Replayed") for a in answers] == [None, "true"]
-            second = Monitor(redis_service.url(db)).start()
-            wait_for(lambda: not second.alive(), timeout_seconds=45,
-                     message="the second monitor without a shared key to stop")
-            assert "FLOWER_OPS_TOKEN_SECRET" in second.output()
-            assert "signs its tokens with a random per-process secret" in second.output()
+            second = Monitor(redis_service.url(db), env=one_group).start()
+            try:
+                second.wait_ready()
+                assert "FLOWER_OPS_TOKEN_SECRET" in second.output()
+                assert "signs its tokens with a random per-process secret" in second.output()
+                assert [a["details"]["port"] for a in alerts_of(second)] == [first.port]
+            finally:
+                second.stop()
         finally:
             first.stop()
-        # a clean exit deregisters: the next one starts at once
-        third = Monitor(redis_service.url(db)).start()
+        # a clean exit deregisters: the next one sees nobody
+        third = Monitor(redis_service.url(db), env=one_group).start()
         try:
             third.wait_ready()
+            assert alerts_of(third) == []
+            assert "another monitor of group" not in third.output()
         finally:
             third.stop()
     finally:
@@ -234,9 +257,10 @@ def test_a_peer_with_another_key_seen_later_is_an_alert_until_it_is_gone(pair: P
 
     database = pair.stack.require_database_url()
     with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute("INSERT INTO automation.monitors (instance_id, host, pid, port, version, "
-                      "key_fingerprint, heartbeat_at) VALUES ('rogue', 'elsewhere', 7, 5555, "
-                      "'0', 'another', now() + interval '10 minutes')")
+        conn.execute("INSERT INTO automation.monitors (instance_id, monitor_group, host, pid, "
+                     "port, version, key_fingerprint, heartbeat_at) VALUES ('rogue', %s, "
+                     "'elsewhere', 7, 5555, '0', 'another', now() + interval '10 minutes')",
+                     (pair.stack.monitor_env["FLOWER_OPS_MONITOR_GROUP"],))
     try:
         alerts = wait_for(active, timeout_seconds=30, message="a monitor_key_mismatch alert")
         assert [(a["subject"], a["severity"]) for a in alerts] == [("rogue", "critical")]

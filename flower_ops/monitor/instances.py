@@ -7,13 +7,16 @@ while it runs, a registration: in PostgreSQL (``automation.monitors``) when
 It beats every ``HEARTBEAT_SECONDS``; a registration not renewed for
 ``GONE_AFTER_SECONDS`` (three beats) is gone; a clean exit deregisters.
 
-At start-up (``join``) a monitor refuses to run beside another live monitor
-of its group (``FLOWER_OPS_MONITOR_GROUP``) unless both sign their tokens
-with the same shared key: a token one issues would fail on the other behind
-a balancer. The key is compared by fingerprint, never shown. A running
-monitor that later sees such a peer logs an error every ``WARN_EVERY_SECONDS``
-and holds a ``monitor_key_mismatch`` alert (``/alerts``, ``/stats``, the feed,
-the page, the webhook, Prometheus) until the peer is gone or agrees.
+At start-up (``join``) a monitor says so when another live monitor of its
+group (``FLOWER_OPS_MONITOR_GROUP``) does not sign its tokens with the same
+shared key: a token one issues would fail on the other behind a balancer.
+The key is compared by fingerprint, never shown. While such a peer runs, the
+monitor logs an error every ``WARN_EVERY_SECONDS`` and holds a
+``monitor_key_mismatch`` alert (``/alerts``, ``/stats``, the feed, the page,
+the webhook, Prometheus) until the peer is gone or agrees. It warns rather
+than refuses to start: a killed monitor's registration outlives it by up to
+``GONE_AFTER_SECONDS``, so a refusal would make a restart on another port or
+host a crash loop.
 A registration from the same host and port is this monitor's predecessor
 (killed, then restarted where it was): it is removed, not counted.
 """
@@ -31,7 +34,6 @@ from typing import Any, Protocol
 import redis
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from flower_ops.core.env import ConfigError
 from flower_ops.db.monitors import MonitorEntry
 from flower_ops.monitor.auth import RANDOM_KEY
 from flower_ops.monitor.health.alerts import CRITICAL, MONITOR_KEY_MISMATCH, AlertBook, Finding
@@ -146,27 +148,30 @@ class MonitorInstances:
         return self.entry.instance_id
 
     def join(self, port: int | None) -> None:
-        """Blocking, at start-up, once the port is bound: refuse (``ConfigError``)
-        to run beside a live peer of the group that does not share the token
-        key; else register and beat from now on."""
+        """Blocking, at start-up, once the port is bound: register, say at once
+        (an error logged, naming the variable, and the alert) when a live peer
+        of the group does not share the token key, and beat from now on.
+
+        It warns rather than refuses: a registration outlives a killed
+        monitor by up to ``GONE_AFTER_SECONDS``, so a refusal would turn a
+        restart on another port or host into a crash loop."""
         if self.registry is None:
             return
         self.entry = MonitorEntry(**{**self.entry.__dict__, "port": port})
-        # Checked before registering: the running monitors never see, even
-        # for a moment, one that is about to refuse to start. Two that start
-        # at the same moment see each other at their first heartbeat (an alert).
         try:
             peers = self._live_peers()
-            mismatched = self._mismatched(peers)
-            if not mismatched:
-                self.registry.beat(self.entry)
+            self.registry.beat(self.entry)
         except Exception as exc:  # noqa: BLE001 - the heartbeat tries again
             logger.warning("could not register this monitor (%s); other monitors cannot be "
                            "checked for a shared token key until it can", exc)
-            peers, mismatched = [], []
-        if mismatched:
-            raise ConfigError(KEY_VARIABLE, mismatch_message(self.entry, mismatched))
-        if peers:
+            peers = []
+        self.mismatched = self._mismatched(peers)
+        if self.mismatched:
+            self._warned_at = time.monotonic()
+            logger.error("flower-ops: %s: %s", KEY_VARIABLE,
+                         mismatch_message(self.entry, self.mismatched))
+            self._alert(self.mismatched)
+        elif peers:
             logger.info("monitor %s joins %d other monitor(s) of group %r with the same token "
                         "key", self.instance_id, len(peers), self.entry.group)
         self._joined = True
