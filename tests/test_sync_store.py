@@ -149,6 +149,22 @@ def test_first_seen_timestamps_stick(store: PgExecutionStore, database_url: str)
     assert row(database_url, "t4")["received_at"].timestamp() == T0 + 4
 
 
+def test_first_seen_is_the_sent_time_once_known(store: PgExecutionStore,
+                                                database_url: str) -> None:
+    """The client stamps task-sent after publishing, so a fast worker's
+    received can read earlier; the row is listed (and ``since`` filters) by
+    the sent time the API shows, as memory lists it, whichever came first."""
+    apply_each(store, ev("s1", "RECEIVED", 1.0), ev("s1", "PENDING", 1.2))
+    fold_first = fold([ev("s2", "RECEIVED", 1.0), ev("s2", "PENDING", 1.2)])["s2"].first_seen
+    store.apply(fold([ev("s2", "RECEIVED", 1.0), ev("s2", "PENDING", 1.2)]).values(), [])
+    apply_each(store, ev("s3", "STARTED", 3.0), ev("s3", "RECEIVED", 2.0))
+    assert row(database_url, "s1")["first_seen_at"].timestamp() == T0 + 1.2
+    assert fold_first == T0 + 1.2
+    assert row(database_url, "s2")["first_seen_at"].timestamp() == T0 + 1.2
+    # without a sent time, the earliest seen
+    assert row(database_url, "s3")["first_seen_at"].timestamp() == T0 + 2.0
+
+
 def test_guard_sql_and_python_agree(database_url: str) -> None:
     statuses = ["pending", "received", "started", "retry", "cancelled", "failure", "success"]
     migrate(database_url)

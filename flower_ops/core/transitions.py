@@ -121,6 +121,11 @@ class TaskDelta:
 
     @property
     def first_seen(self) -> float | None:
+        """When the task was sent, once known (memory lists by it too: a
+        worker's received can read earlier than sent, which the client
+        stamps after publishing); else the earliest instant seen."""
+        if self.times.get("sent") is not None:
+            return self.times["sent"]
         candidates = list(self.times.values())
         if self.status_at is not None:
             candidates.append(self.status_at)

@@ -135,7 +135,10 @@ ON CONFLICT (execution_id, first_seen_day) DO UPDATE SET
     canvas = COALESCE(j.canvas, EXCLUDED.canvas),
     links = COALESCE(j.links, EXCLUDED.links),
     {", ".join(f"{c} = LEAST(j.{c}, EXCLUDED.{c})" for c in _TIMES)},
-    first_seen_at = LEAST(j.first_seen_at, EXCLUDED.first_seen_at),
+    -- the sent time once known (a worker's received can read earlier: the
+    -- client stamps task-sent after publishing), else the earliest seen
+    first_seen_at = COALESCE(LEAST(j.sent_at, EXCLUDED.sent_at),
+                             LEAST(j.first_seen_at, EXCLUDED.first_seen_at)),
     reconciled_at = GREATEST(j.reconciled_at, EXCLUDED.reconciled_at)
 """
 
