@@ -246,6 +246,31 @@ def test_without_a_database_the_check_goes_through_the_redis_broker(
         redis_service.release_db(db)
 
 
+def test_a_monitor_killed_then_started_on_another_port_is_no_peer(
+        redis_service: RedisService) -> None:
+    """A kill -9 leaves its registration for up to 15 s; the next monitor on
+    this host sees that its process is gone: no message, no alert."""
+    db = redis_service.claim_db()
+    one_group = {"FLOWER_OPS_MONITOR_GROUP": "default"}
+    try:
+        first = Monitor(redis_service.url(db), env=one_group).start().wait_ready()
+        first.kill()
+        keys = redis_service.client(db).keys("flower-ops:monitors:default:*")
+        assert len(keys) == 1     # still registered: it could not deregister
+        second = Monitor(redis_service.url(db), env=one_group).start()
+        try:
+            second.wait_ready()
+            assert second.port != first.port
+            assert alerts_of(second) == []
+            assert "another monitor of group" not in second.output()
+            assert len(redis_service.client(db).keys("flower-ops:monitors:default:*")) == 1
+        finally:
+            second.stop()
+    finally:
+        redis_service.client(db).flushdb()
+        redis_service.release_db(db)
+
+
 def test_a_peer_with_another_key_seen_later_is_an_alert_until_it_is_gone(pair: Pair) -> None:
     """Two monitors that start at the same moment do not see each other at
     start-up; the first heartbeat does: a critical alert, and an error logged."""

@@ -17,8 +17,9 @@ the webhook, Prometheus) until the peer is gone or agrees. It warns rather
 than refuses to start: a killed monitor's registration outlives it by up to
 ``GONE_AFTER_SECONDS``, so a refusal would make a restart on another port or
 host a crash loop.
-A registration from the same host and port is this monitor's predecessor
-(killed, then restarted where it was): it is removed, not counted.
+A registration from the same host and port, or from this host with a process
+that no longer runs, is a predecessor killed before it could deregister: it
+is removed, not counted.
 """
 from __future__ import annotations
 
@@ -124,6 +125,18 @@ def mismatch_message(entry: MonitorEntry, peers: list[MonitorEntry]) -> str:
             f"{GONE_AFTER_SECONDS:g} s after its last heartbeat)")
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (a peer of this host whose
+    process is gone was killed before it could deregister)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
 class MonitorInstances:
     """This monitor's registration, heartbeat and view of its peers."""
 
@@ -185,8 +198,8 @@ class MonitorInstances:
     def _live_peers(self) -> list[MonitorEntry]:
         assert self.registry is not None
         peers = self.registry.peers(self.entry, GONE_AFTER_SECONDS)
-        before = [p for p in peers if p.host == self.entry.host and p.port == self.entry.port
-                  and self.entry.port is not None]
+        before = [p for p in peers if p.host == self.entry.host and (
+            (p.port == self.entry.port and self.entry.port is not None) or not _alive(p.pid))]
         if before:
             self.registry.remove([p.instance_id for p in before])
         return [p for p in peers if p not in before]
