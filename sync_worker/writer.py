@@ -41,6 +41,8 @@ class BatchWriter:
         self._store = store
         self._metrics = metrics
         self._lost_seen = 0
+        # read at each scrape: between commits too (a long flush interval)
+        metrics.buffered.set_function(lambda: len(buffer))
 
     def run(self, term: threading.Event) -> None:
         """Commit batches until ``term`` is set (wake the buffer to notice)."""
@@ -90,7 +92,6 @@ class BatchWriter:
         metrics.batch_seconds.observe(time.monotonic() - started)
         metrics.rows_changed.inc(changed)
         metrics.lag.set(max(0.0, time.time() - min(t.timestamp for t in batch)))
-        metrics.buffered.set(len(self._buffer))
         return True
 
     def _count_replaced_connections(self) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
-from flower_ops.demo.embedded import EmbeddedRedis
+from flower_ops.demo.embedded import EmbeddedRedis, free_port
 from sync_worker.runner import SyncWorker
 from testing.apps.client import client_app
 from testing.executions import statuses, wait_all
@@ -95,13 +96,26 @@ def test_kill_9_during_burst_then_restart_converges_every_row(
 
 
 def test_sigterm_flushes_and_exits_0(redis_url: str, database_url: str) -> None:
+    metrics_port = free_port()
+    # no flush for 30 s, and no discovery pass that could write the queued
+    # tasks' rows: only the flush at exit can
     slow_flush = {**FAST_SYNC_WORKER, "FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS": "30",
-                  "FLOWER_OPS_SYNC_BATCH_SIZE": "100000"}
+                  "FLOWER_OPS_SYNC_BATCH_SIZE": "100000",
+                  "FLOWER_OPS_SYNC_DISCOVER_QUEUED_MAX": "0",
+                  "FLOWER_OPS_SYNC_METRICS_PORT": str(metrics_port)}
     sync = SyncWorkerProcess(redis_url=redis_url, database_url=database_url,
                              env=slow_flush).start().wait_listening()
     app = client_app(redis_url)
     ids = [app.send_task("automation.add", args=(1, 1)).id for _ in range(20)]
-    time.sleep(1.0)                       # received, buffered, not flushed (30 s interval)
+
+    def buffered() -> float:
+        text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("flower_ops_sync_buffered_events "))
+
+    # received and buffered, not flushed (30 s interval)
+    wait_for(lambda: buffered() >= len(ids), timeout_seconds=30,
+             message="the 20 task-sent events buffered")
     assert statuses(database_url, ids) == {}
     assert sync.stop() == 0
     assert set(statuses(database_url, ids).values()) == {"pending"}
