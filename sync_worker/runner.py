@@ -91,7 +91,8 @@ class SyncWorker:
             self._skip_task_events = "all"        # the queue holds every task event
         elif config.capture_mode != "events":
             self.stream = StreamConsumer(config, app=self.app, buffer=self.buffer,
-                                         metrics=self.metrics)
+                                         metrics=self.metrics,
+                                         committing=self._writer.committing)
             self._janitor = StreamJanitor(config, consumer=self.stream, metrics=self.metrics)
             self._skip_task_events = "all" if config.capture_mode == "stream" else "captured"
         if self.stream is not None:

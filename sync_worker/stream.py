@@ -85,8 +85,12 @@ def decode_entry(raw: bytes) -> list[dict[str, Any]]:
 
 class StreamConsumer:
     def __init__(self, config: SyncWorkerConfig, *, app: Celery, buffer: EventBuffer,
-                 metrics: SyncMetrics) -> None:
+                 metrics: SyncMetrics, committing: threading.Event | None = None) -> None:
         self._config = config
+        # clear while this replica's batches do not commit: new entries are
+        # left to the other replicas (and to this one once it commits again)
+        self._committing = committing
+        self._paused_logged = False
         self._app = app
         self._buffer = buffer
         self._metrics = metrics
@@ -186,12 +190,30 @@ class StreamConsumer:
             if not self._buffer.wait_for_room(min(needed, self._config.max_buffered_events // 2),
                                               self._stop):
                 continue            # back-pressure: the stream holds the rest
+            if not self._may_read():
+                continue
             if time.monotonic() >= self._next_claim:
                 self._claim(client, target.key)
             reply = client.xreadgroup(self.group, self.name, {target.key: ">"},
                                       count=count, block=_BLOCK_MS)
             if reply:
                 self._handle(reply[0][1])
+
+    def _may_read(self) -> bool:
+        """False (after up to a second) while this replica's batches fail to
+        commit: entries it read now would wait for it, not for a replica that
+        can commit them, until claimed ``claim_idle_seconds`` later."""
+        committing = self._committing
+        if committing is None or committing.wait(1.0):
+            if self._paused_logged:
+                logger.info("stream consumer: batches commit again; reading resumes")
+                self._paused_logged = False
+            return True
+        if not self._paused_logged:
+            logger.warning("stream consumer: not reading while batches fail to commit "
+                           "(new entries stay in the stream for the other replicas)")
+            self._paused_logged = True
+        return False
 
     def _claim(self, client: Any, key: str) -> None:
         idle_ms = int(self._config.claim_idle_seconds * 1000)

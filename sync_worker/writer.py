@@ -41,6 +41,11 @@ class BatchWriter:
         self._store = store
         self._metrics = metrics
         self._lost_seen = 0
+        # set while batches commit (or none was tried yet); cleared while the
+        # database refuses them, so the stream consumer takes no new entries
+        # that other replicas could commit meanwhile
+        self.committing = threading.Event()
+        self.committing.set()
         # read at each scrape: between commits too (a long flush interval)
         metrics.buffered.set_function(lambda: len(buffer))
 
@@ -58,7 +63,9 @@ class BatchWriter:
             while batch and not term.is_set():
                 if self.commit(batch, acks):
                     backoff.reset()
+                    self.committing.set()
                     break
+                self.committing.clear()
                 delay = backoff.next_delay()
                 logger.warning("database unavailable; retrying the batch of %d events in "
                                "%.1fs", len(batch), delay)

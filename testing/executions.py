@@ -38,6 +38,22 @@ def wait_all(database_url: str, ids: list[str], status: str, *,
                              ) from None
 
 
+def wait_statuses(database_url: str, want: dict[str, str], *,
+                  timeout_seconds: float = 60.0) -> None:
+    """Until each row of ``want``'s ids has its status; on timeout the
+    ``AssertionError`` names every id that differs, with what it has."""
+    ids = list(want)
+    try:
+        wait_for(lambda: statuses(database_url, ids) == want, timeout_seconds=timeout_seconds,
+                 interval_seconds=0.3, message=f"{len(ids)} rows in their statuses")
+    except AssertionError:
+        got = statuses(database_url, ids)
+        off = {i: f"{got.get(i, 'no row')} (want {s})" for i, s in want.items()
+               if got.get(i) != s}
+        raise AssertionError(f"rows not in their statuses after {timeout_seconds}s: {off}"
+                             ) from None
+
+
 def execution_row(database_url: str, task_id: str) -> dict[str, Any] | None:
     """The whole row of ``task_id`` as ``{column: value}``, or None."""
     with psycopg.connect(database_url) as conn:

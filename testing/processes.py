@@ -35,6 +35,24 @@ if TYPE_CHECKING:
     from typing import Self
 
 
+STARTED: list[Process] = []
+"""Every process started in this session, for ``kill_leftovers``."""
+
+
+def kill_leftovers(since: int) -> list[str]:
+    """Kill the processes started after ``STARTED[since]`` that still run (a
+    test that failed before its ``finally``, or had none): a sync worker left
+    running would go on consuming a Redis db's stream the next tests reuse.
+    Returns their descriptions."""
+    killed = []
+    for process in STARTED[since:]:
+        if process.alive():
+            killed.append(f"{process.args[-1]} (pid {process.pid}, log {process.log})")
+            process.kill()
+    del STARTED[since:]
+    return killed
+
+
 class Process:
     """One child process: started on demand, stopped with SIGTERM (SIGKILL
     after ``timeout_seconds``), its output kept in ``log``."""
@@ -51,6 +69,7 @@ class Process:
             self.proc = subprocess.Popen(self.args, env=self.env, cwd=REPO_ROOT, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
+        STARTED.append(self)
         return self
 
     @property

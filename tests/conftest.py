@@ -9,7 +9,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from testing.processes import STARTED, kill_leftovers
 from testing.services import PostgresService, RedisService, start_postgres, start_redis
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_process_outlives_its_module() -> Iterator[None]:
+    """After a module (its fixtures torn down), what it started and left
+    running is killed and named, so it cannot disturb the next modules."""
+    since = len(STARTED)
+    yield
+    for leftover in kill_leftovers(since):
+        print(f"\nkilled a process left running by this module: {leftover}")
 
 
 @pytest.fixture(scope="session")

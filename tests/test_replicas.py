@@ -3,12 +3,15 @@ parallel through one consumer group; one killed with -9 mid-burst loses
 nothing, the others claim what it had not acknowledged."""
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import redis
 
 from testing.apps import automation_app
 from testing.processes import CeleryWorker, SyncWorkerProcess
 from testing.settings import FAST_SYNC_WORKER
 from testing.streams import STREAM_KEY, consumers, wait_history_complete
+from testing.tcp_proxy import TcpProxy
 from testing.waiting import wait_for
 
 NO_REPAIR = {**FAST_SYNC_WORKER, "FLOWER_OPS_SYNC_RECONCILE_INTERVAL_SECONDS": "86400",
@@ -51,3 +54,47 @@ def test_replicas_share_the_stream_and_one_killed_mid_burst_loses_nothing(
         doomed.stop()
         worker.stop()
 
+
+
+def test_a_replica_whose_database_is_away_leaves_new_entries_to_the_others(
+        redis_url: str, database_url: str) -> None:
+    """A replica that cannot commit stops reading: the entries written
+    meanwhile are committed by the others at once, not held until claimed."""
+    app = automation_app(redis_url)
+    slow_claims = {**NO_REPAIR, "FLOWER_OPS_SYNC_CLAIM_IDLE_SECONDS": "40"}
+    target = urlsplit(database_url)
+    proxy = TcpProxy(target_host=target.hostname or "127.0.0.1",
+                     target_port=target.port or 5432).start()
+    healthy = SyncWorkerProcess(redis_url=redis_url, database_url=database_url,
+                                env=slow_claims).start()
+    cut_off = SyncWorkerProcess(redis_url=redis_url, database_url=proxy.url(database_url),
+                                env=slow_claims).start()
+    worker = CeleryWorker(redis_url, concurrency=2).start()
+    try:
+        worker.wait_ready(app)
+        wait_for(lambda: len(consumers(redis_url)) == 2, timeout_seconds=30,
+                 message="two consumers in the group")
+        proxy.refuse(True)
+        proxy.cut()
+        # tasks until the cut-off replica has tried a batch of its own and paused
+        first: list[str] = []
+
+        def paused() -> bool:
+            first.append(app.send_task("automation.add", args=(0, 0)).id)
+            return "not reading while batches fail to commit" in cut_off.output()
+
+        wait_for(paused, timeout_seconds=30, interval_seconds=0.5,
+                 message="the cut-off replica to stop reading")
+        with app.producer_or_acquire() as producer:
+            ids = [app.send_task("automation.add", args=(i, i), producer=producer).id
+                   for i in range(500)]
+        # well before the 40 s after which the held entries could be claimed
+        wait_history_complete(database_url, ids, timeout_seconds=20)
+        # what it held before it paused is claimed by the other once idle
+        proxy.refuse(False)
+        wait_history_complete(database_url, first, timeout_seconds=90)
+    finally:
+        healthy.stop()
+        cut_off.stop()
+        worker.stop()
+        proxy.close()

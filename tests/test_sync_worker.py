@@ -114,11 +114,14 @@ def test_sigterm_flushes_and_exits_0(redis_url: str, database_url: str) -> None:
                    if line.startswith("flower_ops_sync_buffered_events "))
 
     # received and buffered, not flushed (30 s interval)
-    wait_for(lambda: buffered() >= len(ids), timeout_seconds=30,
-             message="the 20 task-sent events buffered")
-    assert statuses(database_url, ids) == {}
-    assert sync.stop() == 0
-    assert set(statuses(database_url, ids).values()) == {"pending"}
+    try:
+        wait_for(lambda: buffered() >= len(ids), timeout_seconds=30,
+                 message="the 20 task-sent events buffered")
+        assert statuses(database_url, ids) == {}
+        assert sync.stop() == 0
+        assert statuses(database_url, ids) == dict.fromkeys(ids, "pending")
+    finally:
+        sync.kill()
 
 
 def test_missing_database_url_stops_with_one_message_naming_it(redis_url: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from flower_ops.core.lifecycle import TASK_STATES
-from testing.executions import statuses
+from testing.executions import statuses, wait_statuses
 from testing.services import PostgresService, RedisService
 from testing.settings import FAST_SYNC_WORKER
 from testing.stack import Stack, running_stack
@@ -76,8 +76,7 @@ def sent(stack: Stack) -> Sent:
     want = {**dict.fromkeys(adds + needles, "success"), **dict.fromkeys(fails, "failure"),
             **dict.fromkeys(parked, "pending")}
     database_url = stack.require_database_url()
-    wait_for(lambda: statuses(database_url, ids) == want, timeout_seconds=60,
-             message="every row in its final state")
+    wait_statuses(database_url, want, timeout_seconds=90)
 
     def settled() -> bool:
         listing = stack.get_json("/tasks", source="memory", limit=100)
