@@ -3,81 +3,22 @@ real Redis, small thresholds through the environment, and a webhook receiver
 on loopback."""
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-import tornado.httpserver
-import tornado.web
 from celery import Celery
 
 from flower_ops import instrument
 from flower_ops.core.times import ISO_PATTERN
-from flower_ops.demo.embedded import free_port
 from testing.processes import CeleryWorker, Monitor
 from testing.services import RedisService
 from testing.waiting import wait_for
+from testing.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(240)
-
-
-class WebhookReceiver:
-    """A tiny Tornado server on its own thread; the first POST gets a 500 so
-    the monitor's retry is exercised too."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.received: list[dict[str, Any]] = []
-        self.attempts = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def _run(self) -> None:
-        receiver = self
-
-        class Hook(tornado.web.RequestHandler):
-            def post(self) -> None:
-                receiver.attempts += 1
-                if receiver.attempts == 1:
-                    self.set_status(500)
-                    return
-                receiver.received.append(json.loads(self.request.body))
-                self.set_status(204)
-
-        async def serve() -> None:
-            app = tornado.web.Application([(r"/hook", Hook)])
-            server = tornado.httpserver.HTTPServer(app)
-            server.listen(self.port, address="127.0.0.1")
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self._ready.set()
-            await self._stop.wait()
-            server.stop()
-
-        asyncio.run(serve())
-
-    def start(self) -> WebhookReceiver:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def events_for(self, alert_id: str) -> list[str]:
-        return [e["event"] for e in list(self.received) if e["alert"]["id"] == alert_id]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +31,7 @@ def broker_url(redis_service: RedisService, redis_db: int) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def webhook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver().start()
+    receiver = WebhookReceiver(fail_first=1).start()
     yield receiver
     receiver.stop()
 

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +32,7 @@ from testing.services import PostgresService, RedisService
 from testing.settings import FAST_MONITOR_REFRESH, FAST_SYNC_WORKER
 from testing.stack import Stack, running_stack
 from testing.waiting import wait_for
+from testing.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -77,12 +79,21 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def pair(redis_service: RedisService, redis_db: int,
-         pg_service: PostgresService) -> Iterator[Pair]:
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(redis_service: RedisService, redis_db: int, pg_service: PostgresService,
+         webhook: WebhookReceiver) -> Iterator[Pair]:
     name = pg_service.create_database()
     try:
         with running_stack(broker_url=redis_service.url(redis_db),
-                           database_url=pg_service.url(name), monitor_env=MONITOR_ENV,
+                           database_url=pg_service.url(name),
+                           monitor_env={**MONITOR_ENV,
+                                        "FLOWER_OPS_ALERT_WEBHOOK_URL": webhook.url},
                            sync_env=FAST_SYNC_WORKER) as stack:
             second = Monitor(stack.broker_url, env=stack.monitor_env).start()
             try:
@@ -271,14 +282,27 @@ def test_a_monitor_killed_then_started_on_another_port_is_no_peer(
         redis_service.release_db(db)
 
 
-def test_a_peer_with_another_key_seen_later_is_an_alert_until_it_is_gone(pair: Pair) -> None:
+def test_a_peer_with_another_key_seen_later_is_an_alert_until_it_is_gone(
+        pair: Pair, webhook: WebhookReceiver) -> None:
     """Two monitors that start at the same moment do not see each other at
-    start-up; the first heartbeat does: a critical alert, and an error logged."""
+    start-up; the first heartbeat does: a critical alert, and an error logged.
+    Both monitors raise it; the webhook hears it raised once, resolved once."""
     headers = {"Authorization": f"Bearer {pair.a.token()}"}
 
-    def active() -> list[dict[str, Any]]:
-        return list(requests.get(f"{pair.a.api}/alerts", params={"kind": "monitor_key_mismatch"},
+    def active(monitor: Monitor = pair.a) -> list[dict[str, Any]]:
+        return list(requests.get(f"{monitor.api}/alerts", params={"kind": "monitor_key_mismatch"},
                                  headers=headers, timeout=10).json()["alerts"])
+
+    def hooked() -> list[str]:
+        return [e["event"] for e in list(webhook.received)
+                if e["alert"]["kind"] == "monitor_key_mismatch"
+                and e["alert"]["subject"] == "rogue"]
+
+    def left_to_peers() -> int:
+        return sum(requests.get(f"{m.api}/alerts", headers=headers, timeout=10).json()
+                   ["webhook"]["left_to_peers"] for m in (pair.a, pair.b))
+
+    skipped = left_to_peers()
 
     database = pair.stack.require_database_url()
     with psycopg.connect(database, autocommit=True) as conn:
@@ -288,14 +312,22 @@ def test_a_peer_with_another_key_seen_later_is_an_alert_until_it_is_gone(pair: P
                      (pair.stack.monitor_env["FLOWER_OPS_MONITOR_GROUP"],))
     try:
         alerts = wait_for(active, timeout_seconds=30, message="a monitor_key_mismatch alert")
+        wait_for(lambda: active(pair.b), timeout_seconds=30, message="the same alert on b")
         assert [(a["subject"], a["severity"]) for a in alerts] == [("rogue", "critical")]
         assert alerts[0]["details"]["setting"] == "FLOWER_OPS_TOKEN_SECRET"
         assert "elsewhere:5555" in alerts[0]["message"]
     finally:
         with psycopg.connect(database, autocommit=True) as conn:
             conn.execute("DELETE FROM automation.monitors WHERE instance_id = 'rogue'")
-    wait_for(lambda: not active(), timeout_seconds=30, message="the alert resolved")
+    wait_for(lambda: not active() and not active(pair.b), timeout_seconds=30,
+             message="the alert resolved on both monitors")
     assert "tokens from one monitor fail on the other" in pair.a.output()
+    wait_for(lambda: hooked() == ["raised", "resolved"], timeout_seconds=15,
+             message="the webhook told of the alert raised, then resolved")
+    # both monitors raised and resolved it; the second copy of each was skipped
+    time.sleep(3)
+    assert hooked() == ["raised", "resolved"]
+    assert left_to_peers() >= skipped + 2
 
 
 # -- actions: once, audited once ---------------------------------------------------------------

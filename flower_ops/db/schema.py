@@ -19,6 +19,7 @@ MIGRATIONS = f"{SCHEMA}.schema_migrations"
 # running monitors and the answers of idempotent actions (migrations/0006)
 MONITORS = f"{SCHEMA}.monitors"
 IDEMPOTENCY = f"{SCHEMA}.idempotency_keys"
+ALERT_DELIVERIES = f"{SCHEMA}.alert_deliveries"
 # The SQL twin of core.lifecycle.advances (migrations/0001)
 STATUS_ADVANCES = f"{SCHEMA}.status_advances"
 

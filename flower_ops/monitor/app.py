@@ -13,6 +13,7 @@ through ``blocking`` (broker, inspect, PostgreSQL).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from flower_ops.monitor.auth import RequestAuth, TokenAuthority
 from flower_ops.monitor.blocking import BlockingRunner
 from flower_ops.monitor.config import MonitorConfig
 from flower_ops.monitor.health.bus import AlertBus
+from flower_ops.monitor.health.deliveries import ledger_for
 from flower_ops.monitor.health.metrics import install_collector
 from flower_ops.monitor.health.monitor import HealthMonitor
 from flower_ops.monitor.health.probe import WorkerProbe
@@ -194,8 +196,13 @@ def build(flower_app: Any, config: MonitorConfig) -> FlowerOps:
 
     # Health: the alert bus first, so its subscribers and publisher can come in any order
     alerts = AlertBus()
-    webhook = (WebhookNotifier(url=config.alert_webhook_url)
-               if config.alert_webhook_url else None)
+    webhook = None
+    if config.alert_webhook_url:
+        # several monitors of a group: each alert change is posted by one of them
+        ledger = ledger_for(database=database, broker_url=broker_url,
+                            group=config.monitor_group, instance_id=instance_id)
+        webhook = WebhookNotifier(url=config.alert_webhook_url, claim=None if ledger is None
+                                  else functools.partial(blocking, ledger.claim))
     purge = getattr(options, "purge_offline_workers", None)
     health = HealthMonitor(
         thresholds=config.alerts, bus=alerts, index=index, queues=queues, workers=workers,

@@ -121,6 +121,7 @@ class HealthMonitor:
             "thresholds": vars(self.thresholds).copy(),
             "webhook": (None if self.webhook is None else {
                 "delivered": self.webhook.delivered, "dropped": self.webhook.dropped,
-                "failed_attempts": self.webhook.failed_attempts}),
+                "failed_attempts": self.webhook.failed_attempts,
+                "left_to_peers": self.webhook.left_to_peers}),
             "worker_probe_error": self.probe.last_error,
         }

@@ -5,6 +5,10 @@ full), so alerting never waits on the network. One coroutine on the IOLoop
 delivers in order with Tornado's ``AsyncHTTPClient``; a failed delivery
 (error or non-2xx) is retried with capped exponential backoff and full
 jitter, up to ``max_attempts``, then dropped with a log line.
+
+Behind several monitors each change is first claimed in the group's ledger
+(``deliveries.py``, through ``claim``): a change another monitor already
+delivers is skipped and counted in ``left_to_peers``.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tornado import gen
@@ -29,8 +34,10 @@ WEBHOOK_EVENTS = ("raised", "resolved")
 class WebhookNotifier:
     def __init__(self, *, url: str, queue_size: int = 1000, timeout_seconds: float = 5.0,
                  max_attempts: int = 8, backoff_initial_seconds: float = 0.5,
-                 backoff_max_seconds: float = 60.0) -> None:
+                 backoff_max_seconds: float = 60.0,
+                 claim: Callable[[str, str, str], Awaitable[bool]] | None = None) -> None:
         self.url = url
+        self._claim = claim
         self.timeout_seconds = timeout_seconds
         self.max_attempts = max_attempts
         self.backoff_initial_seconds = backoff_initial_seconds
@@ -41,6 +48,7 @@ class WebhookNotifier:
         self.delivered = 0
         self.dropped = 0
         self.failed_attempts = 0
+        self.left_to_peers = 0
 
     def notify(self, event: str, alert: dict[str, Any]) -> None:
         """An alert listener (IOLoop thread); never blocks."""
@@ -65,9 +73,26 @@ class WebhookNotifier:
                     await self._wakeup.wait()
                     continue
                 item = self._queue.popleft()
-                await self._deliver(client, item)
+                if await self._ours(item):
+                    await self._deliver(client, item)
+                else:
+                    self.left_to_peers += 1
         finally:
             client.close()
+
+    async def _ours(self, item: dict[str, Any]) -> bool:
+        """Whether this monitor delivers ``item``: no ledger, or its claim
+        succeeded, or the ledger could not be asked (rather twice than never)."""
+        if self._claim is None:
+            return True
+        alert = item["alert"]
+        try:
+            return await self._claim(item["event"], str(alert.get("kind")),
+                                     str(alert.get("subject")))
+        except Exception as exc:  # noqa: BLE001 - delivered anyway, at worst twice
+            logger.warning("alert webhook: the monitors' delivery ledger could not be asked "
+                           "(%s); delivering %s %s", exc, item["event"], alert.get("id"))
+            return True
 
     async def _deliver(self, client: AsyncHTTPClient, item: dict[str, Any]) -> None:
         for attempt in range(1, self.max_attempts + 1):

@@ -83,7 +83,7 @@ ALERT_LIST = closed({
     "thresholds": closed({f.name: _threshold(f.name, f.type)
                           for f in fields(AlertThresholds)}),
     "webhook": nullable(closed({"delivered": COUNT, "dropped": COUNT,
-                                "failed_attempts": COUNT})),
+                                "failed_attempts": COUNT, "left_to_peers": COUNT})),
     "worker_probe_error": N_STRING,
 }, description="GET /alerts")
 
