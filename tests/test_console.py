@@ -276,6 +276,23 @@ def test_the_task_page_has_every_field_links_and_a_timeline(console: Console,
     expect(page).to_have_url(re.compile(r"/monitoring/tasks/[0-9a-f-]+$"))
 
 
+@pytest.mark.parametrize("button, answer", [("#fo-confirm-ok", True),
+                                            ('#fo-confirm [data-bs-dismiss="modal"].btn', False)])
+def test_a_confirmation_answered_while_it_fades_in_still_closes(
+        console: Console, button: str, answer: bool) -> None:
+    """Bootstrap ignores hide() during the fade-in; a click that quick (a
+    loaded machine, a fast hand) must still close the dialog with its answer."""
+    console.open("/monitoring")
+    result = console.page.evaluate("""(button) => {
+        const asked = FO.confirm({title: "Retry t1 again?", lines: ["once more"],
+                                  confirmLabel: "Retry again"});
+        document.querySelector(button).click();
+        return Promise.race([asked, new Promise((r) => setTimeout(() => r("stuck"), 5000))]);
+    }""", button)
+    assert result is answer
+    expect(console.page.locator("#fo-confirm")).to_be_hidden()
+
+
 def test_bulk_cancel_runs_a_dry_run_first(console: Console, stack: Stack) -> None:
     from testing.apps import automation
 

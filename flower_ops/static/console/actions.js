@@ -24,9 +24,22 @@
     var modal = window.bootstrap.Modal.getOrCreateInstance(modalEl);
     return new Promise(function (resolve) {
       var answered = false;
-      function yes() { answered = true; modal.hide(); }
+      var isShown = false;
+      var closing = false;
+      // Bootstrap ignores hide() while the dialog is still fading in: a click
+      // that quick (the action or "Keep it") is kept, and the dialog closes
+      // once it is shown
+      function yes() {
+        answered = true;
+        closing = true;
+        if (isShown) { modal.hide(); }
+      }
+      function dismissed(event) {
+        if (event.target.closest("[data-bs-dismiss]")) { closing = true; }
+      }
       function hidden() {
         ok.removeEventListener("click", yes);
+        modalEl.removeEventListener("click", dismissed);
         modalEl.removeEventListener("hidden.bs.modal", hidden);
         resolve(answered);
       }
@@ -34,10 +47,13 @@
       // reaches the action, Escape closes
       function shown() {
         modalEl.removeEventListener("shown.bs.modal", shown);
+        isShown = true;
+        if (closing) { modal.hide(); return; }
         var keep = modalEl.querySelector('[data-bs-dismiss="modal"].btn');
         if (keep) { keep.focus(); }
       }
       ok.addEventListener("click", yes);
+      modalEl.addEventListener("click", dismissed);
       modalEl.addEventListener("hidden.bs.modal", hidden);
       modalEl.addEventListener("shown.bs.modal", shown);
       modal.show();
