@@ -39,7 +39,8 @@ MONITOR_SETTINGS: tuple[Setting, ...] = (
             "JWT_SECRET, else random per process); needed by "
             "several monitors behind one balancer unless they share JWT_SECRET"),
     Setting("FLOWER_OPS_MONITOR_GROUP", "default",
-            "monitors that serve as one; one with another token key refuses to start"),
+            "monitors that serve as one; one with another token key says so at start-up "
+            "and raises the alert monitor_key_mismatch"),
     Setting("FLOWER_OPS_TOKEN_TTL_SECONDS", "900", "lifetime of tokens from POST /token"),
     Setting("FLOWER_OPS_TOKEN_SCOPES", "monitoring:read monitoring:write",
             "space-separated scopes put in issued tokens"),
