@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import redis
+from celery import Celery
 
 from testing.apps import automation_app
 from testing.processes import CeleryWorker, SyncWorkerProcess
@@ -22,6 +23,13 @@ NEVER_FLUSHES = {**NO_REPAIR, "FLOWER_OPS_SYNC_FLUSH_INTERVAL_SECONDS": "60",
                  "FLOWER_OPS_SYNC_BATCH_SIZE": "100000"}
 
 
+def two_replicas_ready(worker: CeleryWorker, app: Celery, redis_url: str) -> None:
+    """Until the Celery worker answers and both replicas joined the group."""
+    worker.wait_ready(app)
+    wait_for(lambda: len(consumers(redis_url)) == 2, timeout_seconds=30,
+             message="two consumers in the group")
+
+
 def test_replicas_share_the_stream_and_one_killed_mid_burst_loses_nothing(
         redis_url: str, database_url: str) -> None:
     app = automation_app(redis_url)
@@ -31,9 +39,7 @@ def test_replicas_share_the_stream_and_one_killed_mid_burst_loses_nothing(
                                env=NEVER_FLUSHES).start()
     worker = CeleryWorker(redis_url, concurrency=2).start()
     try:
-        worker.wait_ready(app)
-        wait_for(lambda: len(consumers(redis_url)) == 2, timeout_seconds=30,
-                 message="two consumers in the group")
+        two_replicas_ready(worker, app, redis_url)
         with app.producer_or_acquire() as producer:
             ids = [app.send_task("automation.add", args=(i, i), producer=producer).id
                    for i in range(3000)]
@@ -71,9 +77,7 @@ def test_a_replica_whose_database_is_away_leaves_new_entries_to_the_others(
                                 env=slow_claims).start()
     worker = CeleryWorker(redis_url, concurrency=2).start()
     try:
-        worker.wait_ready(app)
-        wait_for(lambda: len(consumers(redis_url)) == 2, timeout_seconds=30,
-                 message="two consumers in the group")
+        two_replicas_ready(worker, app, redis_url)
         proxy.refuse(True)
         proxy.cut()
         # tasks until the cut-off replica has tried a batch of its own and paused
