@@ -309,25 +309,31 @@ class Recovery:
 
 
 def _in_flight(truth: Truth, ids: list[str], victim: str | None = None
-               ) -> tuple[int, int, int]:
-    """(not final, running, running on ``victim``) right now."""
+               ) -> tuple[int, int, int, list[str]]:
+    """(not final, running, running on ``victim``, final ids) right now, from
+    one read of the backend."""
     metas = truth.metas(ids)
-    states = [state_of(m) for m in metas.values()]
+    states = {task_id: state_of(m) for task_id, m in metas.items()}
     on_victim = sum(1 for m in metas.values() if m and victim and state_of(m) == "STARTED"
                     and victim in (m.get("worker"), (m.get("result") or {}).get("hostname")))
-    return (sum(1 for s in states if s not in FINAL), states.count("STARTED"), on_victim)
+    final = [task_id for task_id, state in states.items() if state in FINAL]
+    running = sum(1 for state in states.values() if state == "STARTED")
+    return len(states) - len(final), running, on_victim, final
 
 
 def _wait_running(truth: Truth, burst: Burst, *, hostname: str | None,
                   timeout_seconds: float) -> None:
-    """Give the fault something to hit: a task running (on ``hostname``)."""
+    """Give the fault something to hit: a task running (on ``hostname``: one
+    of the slow ones, which run 0.3 s or more, so that it is still running
+    when the fault follows a few milliseconds later)."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        ids = [t.task_id for t in burst.sent]
-        _, running, on_victim = _in_flight(truth, ids, hostname)
+        sent = list(burst.sent)
+        ids = [t.task_id for t in sent if not hostname or t.kind == "slow"]
+        _, running, on_victim, _ = _in_flight(truth, ids, hostname)
         if (on_victim if hostname else running):
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def run_fault(fault: Fault, services: PrivateServices, settings: FaultSettings, *,
@@ -377,13 +383,17 @@ def _run(fault: Fault, stack: FaultStack, s: FaultSettings, result: FaultResult,
     if not burst.halfway.wait(s.burst_seconds * 4 + 30):
         raise RuntimeError("the burst did not get halfway")
     victim = stack.workers[0].hostname if fault.name == "worker-kill" else None
-    _wait_running(truth, burst, hostname=victim, timeout_seconds=10)
-    sent_at_fault = [t.task_id for t in burst.sent]
-    result.in_flight, result.running, on_victim = _in_flight(truth, sent_at_fault, victim)
-    final_before = [i for i, m in truth.metas(sent_at_fault).items() if state_of(m) in FINAL]
+    # What the recovery is compared with is read first: between seeing a
+    # task run and the fault there is only one read of the backend, so the
+    # task seen running is still running when the fault hits (CI once saw a
+    # 0.5 s task end during a slow GET /audit in between).
     listening_before = 0 if fault.name == "sync-kill" else stack.sync.times_listening()
     audit_before = MonitorClient(stack.monitor).try_get("/audit", limit=1)
     warmed = audit_before is not None and audit_before.status_code == 200
+    _wait_running(truth, burst, hostname=victim, timeout_seconds=10)
+    sent_at_fault = [t.task_id for t in burst.sent]
+    result.in_flight, result.running, on_victim, final_before = _in_flight(
+        truth, sent_at_fault, victim)
     log(f"{fault.name}: injecting with {result.in_flight} tasks in flight "
         f"({result.running} running)")
     injection = fault.inject(stack, s)
